@@ -1,0 +1,1 @@
+"""Command-line entry points, presets, reports and performance benchmarks."""

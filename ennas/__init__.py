@@ -1,0 +1,1 @@
+"""The shared core and EnNAS: data, distributed, engine, distillation, diversity, search, retraining."""

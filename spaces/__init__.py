@@ -1,0 +1,1 @@
+"""Search spaces: candidate operators, the space registry, the weight-sharing supernet and FLOPs."""
