@@ -1,1 +1,6 @@
-"""Baseline methods (SPOS, Cream, DNA), each a method object plugged into the shared engine."""
+"""Baseline methods (SPOS, Cream, DNA), each a method object plugged into the shared engine.
+
+Importing this package registers every baseline in `ennas.methods.METHODS`.
+"""
+
+from baselines import spos  # noqa: F401

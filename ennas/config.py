@@ -1,0 +1,249 @@
+"""Run configuration: frozen dataclasses resolved once from a preset file plus `key=value` overrides.
+
+The resolved configuration is validated here, written as `config.json` beside the results and stored
+in every checkpoint; nothing else reads presets or command-line strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A bad preset, override or value, reported in one line."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, where, and how it is cut and loaded."""
+
+    dataset: str = "fashion-mnist"
+    root: str | None = None
+    train_size: int | None = None  # use only the first n training images (after the search split); None: all
+    search_size: int | None = None  # None: the proportional default of the data layer
+    recal_size: int | None = None
+    num_workers: int = 0
+    options: dict = field(default_factory=dict)  # extra dataset builder options (e.g. synthetic sizes)
+
+
+@dataclass(frozen=True)
+class SupernetConfig:
+    """Supernet training (the paper's recipe in the imagenet preset, DESIGN.md §2-3)."""
+
+    epochs: int = 120
+    batch_size: int = 1024  # global batch, split across ranks
+    lr: float = 0.5
+    lr_schedule: str = "linear"  # linear annealing to 0, per step (SPOS)
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 4e-5  # weights with more than one dimension only (SPOS)
+    label_smoothing: float = 0.1
+    flops_band: tuple[float, float] | None = None  # MACs band for path sampling (None: unconstrained)
+    grad_clip: float = 0.0  # 0: off
+    checkpoint_steps: int = 0  # 0: checkpoint at epoch ends only
+    max_steps_per_epoch: int = 0  # 0: the whole epoch (tests and smoke runs cap it)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge-distillation knobs shared by EnNAS and Cream."""
+
+    start_epoch: int = 20  # paper: KD from epoch 20 of 120
+    m: int = 4  # subnets per batch (EnNAS)
+    lam: float = 1.0  # lambda of Eq. 3 (KDCL practice)
+    tau: float = 3.0  # temperature of Eq. 3 (ONE/KDCL practice)
+    solver: str = "newton"
+    constraint: str = "simplex"
+    beta: float = 2.0  # diversity sampler strength (scale-free)
+    fraction: float | None = None  # training-set fraction per epoch; None: 1/m for EnNAS, 1 otherwise
+    diversity_images: int = 512  # images for the per-epoch operator-diversity estimate
+    probe_images: int = 2000  # search-split images for teacher/student measurements
+    probe_sets: int = 100  # subnet sets (teachers) measured per epoch (paper §4.2)
+    board_size: int = 10  # Cream's prioritized path board
+    meta_interval: int = 200  # Cream's meta-matching update period (steps)
+    teacher: str = ""  # DNA: timm model name of the teacher ("" picks one for the scale)
+    teacher_checkpoint: str | None = None  # DNA: local weights of the teacher; nothing is downloaded
+    teacher_epochs: int = 10  # DNA: epochs to train the teacher when no checkpoint is given
+    block_epochs: int = 20  # DNA: epochs per block
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Evolution search (SPOS's settings) and candidate scoring."""
+
+    flops_budget: float | None = None  # MACs, hard upper bound; None: the space's default (ennas.context)
+    population: int = 50
+    generations: int = 20
+    topk: int = 10
+    mutation_prob: float = 0.1
+    num_mutation: int = 25
+    num_crossover: int = 25
+    eval_images: int = 8000  # fixed subset of the search split scoring each candidate (SPOS: 8,000)
+    recal_batches: int = 200  # BN recalibration batches (SPOS: 200 x 128)
+    recal_batch_size: int = 128
+    eval_batch_size: int = 256
+    random_baseline: bool = True  # also run random search with the same number of evaluations
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """Retraining the found architecture from scratch (the paper: 500 epochs, RMSProp)."""
+
+    epochs: int = 500
+    batch_size: int = 1024
+    optimizer: str = "rmsproptf"  # timm's RMSpropTF, eps 1e-3, momentum 0.9 (Cream/DNA/EfficientNet)
+    lr: float = 0.064
+    weight_decay: float = 1e-5
+    momentum: float = 0.9
+    warmup_epochs: int = 3
+    warmup_lr: float = 1e-6
+    lr_decay: float = 0.97  # step decay per `decay_epochs` (EfficientNet recipe); 0: cosine
+    decay_epochs: float = 2.4
+    ema_decay: float = 0.9999  # 0: no EMA
+    label_smoothing: float = 0.1
+    dropout: float = 0.2
+    max_steps_per_epoch: int = 0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs, resolved once."""
+
+    method: str = "spos"
+    space: str = "s1"
+    scale: str = "imagenet"
+    seed: int = 0
+    device: str = "auto"  # auto: cuda if available, else cpu
+    channels_last: bool = True
+    threads: int = 0  # torch CPU threads; 0: torch's default
+    progress: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able form (what config.json and checkpoints hold)."""
+        return dataclasses.asdict(self)
+
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "benchmark" / "presets"
+
+
+def list_presets() -> list[str]:
+    """Names of the preset files shipped in benchmark/presets."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+
+
+def _coerce(value: Any, example: Any, key: str) -> Any:
+    """Turn an override string (or JSON value) into the type of the field it sets."""
+    if isinstance(value, str) and not isinstance(example, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            if example is not None:
+                raise ConfigError(f"--set {key}: cannot read {value!r} as {type(example).__name__}") from None
+    if isinstance(example, bool) and not isinstance(value, bool):
+        raise ConfigError(f"--set {key}: expected true or false, got {value!r}")
+    if isinstance(example, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(example, int) and not isinstance(example, bool) and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if value is not None and example is not None and not isinstance(example, tuple | list):
+        if not isinstance(value, type(example)):
+            raise ConfigError(f"--set {key}: expected {type(example).__name__}, got {value!r}")
+    if isinstance(value, list):
+        value = tuple(value)
+    return value
+
+
+def _apply(obj: Any, updates: dict, prefix: str = "") -> Any:
+    """A copy of dataclass `obj` with nested `updates` applied; unknown keys fail with the known ones."""
+    known = {f.name: f for f in fields(obj)}
+    changes = {}
+    for key, value in updates.items():
+        path = f"{prefix}{key}"
+        if key not in known:
+            raise ConfigError(f"unknown setting {path!r}; known in this section: {', '.join(known)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(
+                    f"setting {path!r} is a section; set one of its keys, e.g. {path}.{fields(current)[0].name}"
+                )
+            changes[key] = _apply(current, value, f"{path}.")
+        elif key == "options":
+            changes[key] = {**current, **value} if isinstance(value, dict) else value
+        else:
+            changes[key] = _coerce(value, current, path)
+    return dataclasses.replace(obj, **changes)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """`["supernet.lr=0.1", "seed=3"]` -> nested dict; each item needs one '='."""
+    nested: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set takes key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested
+
+
+def load_preset(name_or_path: str) -> dict:
+    """A preset by name (benchmark/presets/NAME.json) or by path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name_or_path}.json"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name_or_path!r}; known: {', '.join(list_presets())}")
+    return json.loads(path.read_text())
+
+
+def resolve(preset: str, overrides: dict | None = None, **top: Any) -> RunConfig:
+    """Preset + top-level arguments (method, space, seed, ...) + nested overrides -> validated RunConfig."""
+    cfg = _apply(RunConfig(), load_preset(preset))
+    cfg = _apply(cfg, {k: v for k, v in top.items() if v is not None})
+    cfg = _apply(cfg, overrides or {})
+    validate(cfg)
+    return cfg
+
+
+def from_dict(values: dict) -> RunConfig:
+    """Rebuild a RunConfig from its `to_dict` form (config.json, checkpoints)."""
+    return _apply(RunConfig(), values)
+
+
+def validate(cfg: RunConfig) -> None:
+    """Every cross-field rule in one place; raises ConfigError naming the setting."""
+    checks = [
+        (cfg.scale in ("imagenet", "proxy"), f"scale must be imagenet or proxy, got {cfg.scale!r}"),
+        (cfg.supernet.epochs >= 1, "supernet.epochs must be >= 1"),
+        (cfg.supernet.batch_size >= 1, "supernet.batch_size must be >= 1"),
+        (cfg.supernet.lr > 0, "supernet.lr must be > 0"),
+        (cfg.distill.m >= 1, "distill.m must be >= 1"),
+        (cfg.distill.tau > 0, "distill.tau must be > 0"),
+        (cfg.distill.solver in ("newton", "ecos"), "distill.solver must be newton or ecos"),
+        (cfg.distill.constraint in ("simplex", "sum"), "distill.constraint must be simplex or sum"),
+        (cfg.distill.fraction is None or 0 < cfg.distill.fraction <= 1, "distill.fraction must be in (0, 1]"),
+        (cfg.search.flops_budget is None or cfg.search.flops_budget > 0, "search.flops_budget must be > 0 (MACs)"),
+        (cfg.search.topk <= cfg.search.population, "search.topk must be <= search.population"),
+        (cfg.retrain.epochs >= 0, "retrain.epochs must be >= 0"),
+        (cfg.retrain.optimizer in ("rmsproptf", "sgd"), "retrain.optimizer must be rmsproptf or sgd"),
+        (cfg.device in ("auto", "cpu", "cuda"), "device must be auto, cpu or cuda"),
+    ]
+    band = cfg.supernet.flops_band
+    if band is not None:
+        checks.append((len(band) == 2 and band[0] < band[1], "supernet.flops_band must be [low, high] with low < high"))
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

@@ -1,0 +1,93 @@
+"""torch.distributed from the torchrun environment (gloo on CPU, NCCL on GPU); a no-op at world size one.
+
+Supernet methods run several paths per step and leave most operators unused, so instead of wrapping
+the supernet in DDP (which needs find_unused_parameters and one forward per step) gradients are
+averaged here with one all-reduce per step over every parameter that has a gradient. All ranks sample
+identical paths, so they hold gradients for the same parameters in the same order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    """Number of processes (1 without torchrun)."""
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def rank() -> int:
+    """This process's rank (0 without torchrun)."""
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    """True on the one process that writes logs, checkpoints and results."""
+    return rank() == 0
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """The device this rank trains on: its own GPU under torchrun, else the CPU."""
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("device=cuda was requested but no GPU is visible")
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    torch.cuda.set_device(local)
+    return torch.device("cuda", local)
+
+
+def init(device: torch.device) -> None:
+    """Join the process group torchrun describes (WORLD_SIZE > 1); nothing to do otherwise."""
+    if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def shutdown() -> None:
+    """Leave the process group if one was joined."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every rank (e.g. until rank 0 has written a file the others read)."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
+    """Average the gradients of `params` that have one across ranks, in one flat all-reduce."""
+    if not dist.is_initialized():
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def all_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over ranks (counts and metric sums in evaluation)."""
+    if dist.is_initialized():
+        values = values.clone()
+        dist.all_reduce(values)
+    return values
+
+
+def broadcast_object(obj):
+    """Rank 0's Python object on every rank (e.g. a search decision)."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -1,0 +1,127 @@
+"""Evaluation shared by every stage: BN recalibration, top-k accuracy, scoring a path of the supernet.
+
+One recalibration policy for all methods (SPOS's): reset the BN statistics of the extracted network and
+re-estimate them on the fixed recalibration batches, then score on the fixed search batches. Under
+torchrun each rank recalibrates and evaluates its shard and the statistics and counts are averaged,
+so every rank gets the same score.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from ennas import distributed as dist
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer of a model."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def recalibrate_bn(
+    model: nn.Module,
+    loader: Batches,
+    batches: int | None = None,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    device: torch.device | str = "cpu",
+) -> None:
+    """Reset BN statistics and re-estimate them as a cumulative average over `batches` training batches.
+
+    A cumulative average (momentum None) weighs every batch equally, unlike SPOS's momentum 0.1 whose
+    result depends mostly on the last few batches. Across ranks the estimates are averaged.
+    """
+    layers = bn_layers(model)
+    saved = [(m.momentum, m.training) for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    forward = forward or model
+    for i, (x, _) in enumerate(loader):
+        if batches is not None and i >= batches:
+            break
+        forward(x.to(device, non_blocking=True))
+    for m, (momentum, training) in zip(layers, saved):
+        m.momentum = momentum
+        m.train(training)
+        if dist.world_size() > 1:
+            m.running_mean.copy_(dist.all_sum(m.running_mean) / dist.world_size())
+            m.running_var.copy_(dist.all_sum(m.running_var) / dist.world_size())
+
+
+@contextlib.contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[None]:
+    """Run BN on batch statistics without touching the stored ones (momentum 0), e.g. to probe subnets."""
+    layers = bn_layers(model)
+    saved = [(m.momentum, m.training, m.num_batches_tracked.clone()) for m in layers]
+    for m in layers:
+        m.momentum = 0.0
+        m.train()
+    try:
+        yield
+    finally:
+        for m, (momentum, training, tracked) in zip(layers, saved):
+            m.momentum = momentum
+            m.train(training)
+            m.num_batches_tracked.copy_(tracked)
+
+
+def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:
+    """How many samples have their label among the top-k logits, for each k (capped at the class count)."""
+    kmax = min(max(ks), logits.shape[1])
+    top = logits.topk(kmax, dim=1).indices
+    hits = top == targets.unsqueeze(1)
+    return [int(hits[:, : min(k, kmax)].any(dim=1).sum()) for k in ks]
+
+
+@torch.no_grad()
+def evaluate(
+    forward: Callable[[torch.Tensor], torch.Tensor], batches: Batches, device: torch.device | str = "cpu"
+) -> dict[str, float]:
+    """Top-1 / top-5 accuracy (%) and loss of `forward` on `batches`, summed over ranks."""
+    totals = torch.zeros(4, dtype=torch.float64)  # top1, top5, loss sum, count
+    for x, y in batches:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits = forward(x).float()
+        c1, c5 = topk_correct(logits, y)
+        loss = nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        totals += torch.tensor([c1, c5, loss, len(y)], dtype=torch.float64)
+    totals = dist.all_sum(totals.to(device)).cpu()
+    n = max(totals[3].item(), 1.0)
+    return {"top1": 100 * totals[0].item() / n, "top5": 100 * totals[1].item() / n, "loss": totals[2].item() / n}
+
+
+def score_path(
+    supernet: nn.Module,
+    arch: tuple[int, ...],
+    recal: Batches,
+    search: Batches,
+    device: torch.device | str = "cpu",
+    recal_batches: int | None = None,
+) -> float:
+    """Top-1 (%) of a path on the search batches after recalibrating BN on its own extracted copy.
+
+    Working on a copy leaves the supernet's own statistics untouched, so scoring has no side effects.
+    """
+    net = supernet.extract(arch).to(device)
+    recalibrate_bn(net, recal, recal_batches, device=device)
+    net.eval()
+    return evaluate(net, search, device)["top1"]
+
+
+def materialize(loader: Iterable, limit_bytes: int = 2 << 30) -> list | Iterable:
+    """Hold a small fixed set of batches in memory (same augmentation for every candidate), else stream it."""
+    batches, size = [], 0
+    for x, y in loader:
+        size += x.element_size() * x.numel()
+        if size > limit_bytes:
+            return loader
+        batches.append((x, y))
+    return batches
