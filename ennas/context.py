@@ -118,6 +118,12 @@ class RunContext:
         limit = s.recal_batches * s.recal_batch_size * dist.world_size()
         return materialize(self.shard_loader(self.data.recal, s.recal_batch_size, limit, "search"))
 
+    @functools.cached_property
+    def probe_batches(self):
+        """The fixed search-split images on which teachers and students are measured every epoch."""
+        d = self.cfg.distill
+        return materialize(self.shard_loader(self.data.search, self.cfg.search.eval_batch_size, d.probe_images))
+
     def file(self, name: str) -> Path:
         """A path inside the run's output folder."""
         return self.out / name
