@@ -96,7 +96,7 @@ def spos_training_throughput(space_name: str = "s1", batch: int = 128, steps: in
         rng = np.random.default_rng(0)
         paths = [sample_uniform(space, rng) for _ in range(steps + 1)]
         it = iter(paths)
-        step = train_step_fn(net, lambda v: net(v, next(it)), x, y)
+        step = train_step_fn(net, lambda v, net=net, it=it: net(v, next(it)), x, y)
         out[f"{layout}_img_s"] = batch / timed(step, steps)
     out["what"] = f"SPOS supernet training, {space_name}/proxy, batch {batch}, {steps} steps"
     out["channels_last_speedup"] = out["channels_last_img_s"] / out["contiguous_img_s"]
