@@ -347,9 +347,7 @@ def test_make_loader_reproducible_with_workers():
 
 def test_synthetic_deterministic():
     a, b = build_data("synthetic", n_train=200, n_test=50), build_data("synthetic", n_train=200, n_test=50)
-    assert torch.equal(a.train.base.images, b.train.base.images) and torch.equal(
-        a.test.targets, b.test.targets
-    )
+    assert torch.equal(a.train.base.images, b.train.base.images) and torch.equal(a.test.targets, b.test.targets)
     other = build_data("synthetic", n_train=200, n_test=50, data_seed=1)
     assert not torch.equal(a.train.base.images, other.train.base.images)
     rgb = build_data("synthetic", n_train=40, n_test=10, in_chans=3, resolution=16, num_classes=4)

@@ -146,9 +146,7 @@ class _Constant(nn.Module):
 
 def test_inputs_are_spread_uniformly_and_merged():
     net = _ToySuperNet()
-    net.layers = nn.ModuleList(
-        [_Choice([_Constant(1.0), _Constant(-1.0)]), _Choice([nn.Identity(), nn.ReLU()])]
-    )
+    net.layers = nn.ModuleList([_Choice([_Constant(1.0), _Constant(-1.0)]), _Choice([nn.Identity(), nn.ReLU()])])
     # Identity vs ReLU: cosine 1 on the samples that came through +1, 0 (a zero vector) on those through −1;
     # 37 images over 2 operators is 19 through operator 0, 18 through operator 1.
     zetas = estimate_diversity(net, _images(37), batch_size=10)

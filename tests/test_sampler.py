@@ -88,9 +88,7 @@ def test_sampled_sets_are_more_diverse_than_uniform_random_ones():
     sampler = DiversitySampler(zetas, m=4)
     rng = np.random.default_rng(7)
     ours = np.mean([_set_diversity(sampler.sample(rng), zetas) for _ in range(5000)], axis=0)
-    rand = np.mean(
-        [_set_diversity(sample_uniform_set([8, 14, 7], 4, rng), zetas) for _ in range(5000)], axis=0
-    )
+    rand = np.mean([_set_diversity(sample_uniform_set([8, 14, 7], 4, rng), zetas) for _ in range(5000)], axis=0)
     np.testing.assert_allclose(rand, uniform_set_diversity(zetas), atol=0.02)
     np.testing.assert_allclose(ours, sampler.expected_diversity(), atol=0.02)
     assert (ours > rand + 0.08).all(), (ours, rand)
