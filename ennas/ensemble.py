@@ -142,49 +142,47 @@ def _neg_margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class _Objective:
-    """f(w) and its derivatives on the shifted logits zr (B, m, C), reusing one small work buffer."""
+    """f(w), its gradient and Hessian on the shifted logits zr (B, m, C), in one pass over the data."""
 
     def __init__(self, zr: torch.Tensor, chunk_bytes: int = 1 << 20):
         self.zr = zr
-        # Why chunks: the Hessian pass works on a cache-sized block of samples at a time, in a buffer
-        # touched once; a fresh (B, m, C) temporary per step costs more in page faults than the arithmetic.
         batch, m, classes = zr.shape
-        self.chunk = max(1, min(batch, chunk_bytes // (m * classes * zr.element_size())))
+        # Why chunks on the CPU: each block of samples is read from memory once and then reused from
+        # cache by every product; on a GPU one block avoids many small kernel launches.
+        per_sample = m * classes * zr.element_size()
+        self.chunk = batch if zr.is_cuda else max(1, min(batch, chunk_bytes // per_sample))
         self.buf = torch.empty((self.chunk, m, classes), dtype=zr.dtype, device=zr.device)
 
-    def gradient(self, w: torch.Tensor) -> tuple[float, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """f, its gradient (m,) = sum_b E_p[zr_b] on the CPU, and what the Hessian needs (p, E_p[zr_b])."""
-        s = torch.matmul(w.to(self.zr.device), self.zr)  # (B, C)
-        top, arg = s.max(1, keepdim=True)
-        e = torch.exp(s - top).scatter_(1, arg, 0.0)
-        rest = e.sum(1, keepdim=True)
-        # Why log1p of the non-top terms: a well-classified sample's CE (1e-20, say) vanishes in 1 + rest.
-        lse = top + torch.log1p(rest)
-        p = e.div_(1.0 + rest).scatter_(1, arg, 1.0 / (1.0 + rest)).unsqueeze(1)  # (B, 1, C)
-        mean = torch.bmm(self.zr, p.transpose(1, 2))  # (B, m, 1)
-        small = torch.cat([lse.sum().view(1), mean.sum((0, 2))]).cpu()  # one transfer for f and g
-        return float(small[0]), small[1:], (p, mean)
+    def evaluate(
+        self, w: torch.Tensor, hessian: bool = True, centred: bool = True
+    ) -> tuple[float, torch.Tensor, torch.Tensor | None]:
+        """f, gradient sum_b E_p[zr_b] and (if asked) Hessian sum_b Cov_p(zr_b), all on the CPU.
 
-    def second_moment(self, p: torch.Tensor) -> torch.Tensor:
-        """sum_b,c p_bc zr_bc zr_bc^T (m, m): no centring, so nothing cancels."""
-        h = torch.zeros(self.zr.shape[1], self.zr.shape[1], dtype=self.zr.dtype, device=self.zr.device)
+        With centred=False the last is the raw second moment sum_b E_p[zr_b zr_b^T] instead.
+        """
+        w = w.to(self.zr.device)
+        m = self.zr.shape[1]
+        acc = torch.zeros(1 + m + m * m, dtype=self.zr.dtype, device=self.zr.device)  # f, g, H
         for lo in range(0, self.zr.shape[0], self.chunk):
             zr = self.zr[lo : lo + self.chunk]
-            x = torch.mul(zr, p[lo : lo + self.chunk], out=self.buf[: zr.shape[0]])
-            h += torch.bmm(x, zr.transpose(1, 2)).sum(0)
-        return ((h + h.T) / 2).cpu()
-
-    def hessian(self, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """Hessian (m, m): the covariance of zr under p, summed over the batch."""
-        p, mean = state
-        h = torch.zeros(self.zr.shape[1], self.zr.shape[1], dtype=self.zr.dtype, device=self.zr.device)
-        for lo in range(0, self.zr.shape[0], self.chunk):
-            zr = self.zr[lo : lo + self.chunk]
-            # sum_c p (zr - mean)(zr - mean)^T = sum_c p (zr - mean) zr^T. Why centred on one side: the
-            # raw second moment minus the means' product cancels catastrophically for large logits.
-            x = torch.sub(zr, mean[lo : lo + self.chunk], out=self.buf[: zr.shape[0]]).mul_(p[lo : lo + self.chunk])
-            h += torch.bmm(x, zr.transpose(1, 2)).sum(0)
-        return ((h + h.T) / 2).cpu()
+            s = torch.matmul(w, zr)  # (k, C)
+            top, arg = s.max(1, keepdim=True)
+            e = torch.exp(s - top).scatter_(1, arg, 0.0)
+            rest = e.sum(1, keepdim=True)
+            # Why log1p of the non-top terms: a well-classified sample's CE (1e-20, say) vanishes in 1 + rest.
+            acc[0] += (top + torch.log1p(rest)).sum()
+            p = e.div_(1.0 + rest).scatter_(1, arg, 1.0 / (1.0 + rest)).unsqueeze(1)  # (k, 1, C)
+            mean = torch.bmm(zr, p.transpose(1, 2))  # (k, m, 1)
+            acc[1 : 1 + m] += mean.sum((0, 2))
+            if hessian:
+                buf = self.buf[: zr.shape[0]]
+                # sum_c p (zr - mean)(zr - mean)^T = sum_c p (zr - mean) zr^T. Why centred on one side:
+                # the raw second moment minus the means' product cancels catastrophically for large logits.
+                x = torch.sub(zr, mean, out=buf).mul_(p) if centred else torch.mul(zr, p, out=buf)
+                acc[1 + m :] += torch.bmm(x, zr.transpose(1, 2)).sum(0).view(-1)
+        small = acc.cpu()  # one transfer per evaluation
+        h = small[1 + m :].view(m, m)
+        return float(small[0]), small[1 : 1 + m], (h + h.T) / 2 if hessian else None
 
 
 def _sum_zero_basis(k: int, like: torch.Tensor) -> torch.Tensor:
@@ -253,13 +251,14 @@ def _active_set_newton(
     free = torch.ones(m, dtype=torch.bool)
     stuck = torch.zeros(m, dtype=torch.bool)  # released weights that at once wanted to go negative
     radius = 1.0  # the simplex's scale; grows on the sum-only problem when steps succeed
-    f, g, state = obj.gradient(w)
-    h, h_fresh = obj.hessian(state), True
+    f, g, h = obj.evaluate(w)
+    h_fresh = True
     for _ in range(max_iter):
         idx = free.nonzero().squeeze(1)
         step_free, decrement = _model_step(g[idx], h[idx][:, idx], radius)
         if not h_fresh and decrement > _DECREMENT_RTOL * f:
-            h, h_fresh = obj.hessian(state), True
+            _, _, h = obj.evaluate(w)
+            h_fresh = True
             step_free, decrement = _model_step(g[idx], h[idx][:, idx], radius)
         # Converged: a negligible decrement, or a small one whose step is below rounding (the floor).
         at_floor = decrement <= 1e-10 * f and float(step_free.abs().max()) <= 1e-13 * (1 + float(w.abs().max()))
@@ -282,7 +281,9 @@ def _active_set_newton(
             continue
         predicted = -float(alpha * (g @ step) + 0.5 * alpha**2 * (step @ h @ step))
         trial = _trial(w, step, alpha, block, simplex)
-        f_new, g_new, state_new = obj.gradient(trial)
+        # Why skip the Hessian deep in Newton's quadratic region: the old one is as good for the
+        # convergence test at the next point, which then usually ends the loop.
+        f_new, g_new, h_new = obj.evaluate(trial, hessian=decrement > 1e-8 * f)
         # Why a noise allowance: near the optimum f's change is below its float64 rounding.
         noise = 64 * torch.finfo(torch.float64).eps * f
         ratio = (f - f_new) / predicted if predicted > noise else (1.0 if f - f_new >= -noise else -1.0)
@@ -298,12 +299,10 @@ def _active_set_newton(
         if block >= 0:
             free[block] = False
         stuck[:] = False
-        # Why a lazy Hessian: after a step deep in Newton's quadratic region the old Hessian is as good
-        # for the convergence test at the next point, which then usually ends the loop.
-        h_fresh = decrement > 1e-8 * f
-        w, f, g, state = trial, f_new, g_new, state_new
+        w, f, g = trial, f_new, g_new
+        h_fresh = h_new is not None
         if h_fresh:
-            h = obj.hessian(state)
+            h = h_new
         if float(w.abs().max()) > _MAX_WEIGHT:
             break
     return w, False
@@ -365,9 +364,9 @@ def _certifies_minimum(zr: torch.Tensor, w: torch.Tensor) -> bool:
     """
     m = zr.shape[1]
     obj = _Objective(zr)
-    _, g, (p, _) = obj.gradient(w)
+    _, g, second_moment = obj.evaluate(w, centred=False)
     basis = _sum_zero_basis(m, g)
-    evals, evecs = torch.linalg.eigh(basis.T @ obj.second_moment(p) @ basis)
+    evals, evecs = torch.linalg.eigh(basis.T @ second_moment @ basis)
     keep = evals > 1e-12 * evals.max()
     if not keep.all():
         # Flat directions are fine only if no sample's margin moves along them (e.g. identical subnets).
