@@ -60,20 +60,31 @@ def barrier() -> None:
         dist.barrier()
 
 
-def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
-    """Average the gradients of `params` that have one across ranks, in one flat all-reduce."""
-    if not dist.is_initialized():
+def average_tensors(tensors: list[torch.Tensor]) -> None:
+    """Replace each tensor by its mean over ranks, in one flat all-reduce."""
+    if not dist.is_initialized() or not tensors:
         return
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    flat = torch.cat([t.reshape(-1) for t in tensors])
     dist.all_reduce(flat)
     flat /= world_size()
     offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
+    for t in tensors:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
+    """Average the gradients of `params` that have one across ranks (all ranks hold the same set)."""
+    average_tensors([p.grad for p in params if p.grad is not None])
+
+
+def average_buffers(module: torch.nn.Module) -> None:
+    """Average floating-point buffers (BN running statistics) across ranks, so every rank holds the same model.
+
+    Each rank's BN layers see only its own shard of the batch; averaging at every checkpoint keeps rank 0's
+    checkpoint the model of all ranks and makes a resumed run identical to an uninterrupted one.
+    """
+    average_tensors([b for b in module.buffers() if b.is_floating_point()])
 
 
 def all_sum(values: torch.Tensor) -> torch.Tensor:

@@ -50,6 +50,7 @@ class Loop:
     grad_clip: float = 0.0
     extra_state: dict = field(default_factory=dict)  # other objects with state_dict (e.g. an EMA model)
     on_epoch_end: Callable[[int], dict] | None = None  # extra record fields (e.g. retraining's test accuracy)
+    stream: str = ""  # random stream of the data order (ennas.context.STREAMS); "" means `name`
 
 
 def rng_state() -> dict:
@@ -70,7 +71,8 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(ctx: RunContext, loop: Loop, epoch: int, step: int, sums: dict) -> None:
-    """Atomically save everything needed to continue at (epoch, step); rank 0 only."""
+    """Atomically save everything needed to continue at (epoch, step); rank 0 writes, after ranks agree on BN."""
+    dist.average_buffers(loop.model)
     if not dist.is_main():
         return
     state = {
@@ -116,9 +118,10 @@ def steps_per_epoch(loop: Loop, n: int) -> int:
 def epoch_loader(ctx: RunContext, loop: Loop, epoch: int, skip_steps: int, steps: int):
     """This rank's batches of `epoch`, starting after `skip_steps` batches (resuming mid-epoch)."""
     per_rank = loop.batch_size // dist.world_size()
+    stream = loop.stream or loop.name
     sampler = EpochSampler(
         len(loop.dataset),
-        seed=stream_seed(ctx.cfg.seed, loop.name),
+        seed=stream_seed(ctx.cfg.seed, stream),
         fraction=loop.fraction,
         rank=dist.rank(),
         world_size=dist.world_size(),
@@ -130,7 +133,7 @@ def epoch_loader(ctx: RunContext, loop: Loop, epoch: int, skip_steps: int, steps
         per_rank,
         sampler=indices,
         drop_last=True,
-        seed=stream_seed(ctx.cfg.seed, loop.name, epoch),
+        seed=stream_seed(ctx.cfg.seed, stream, epoch),
         num_workers=ctx.cfg.data.num_workers,
     )
 

@@ -51,9 +51,7 @@ def recalibrate_bn(
     for m, (momentum, training) in zip(layers, saved):
         m.momentum = momentum
         m.train(training)
-        if dist.world_size() > 1:
-            m.running_mean.copy_(dist.all_sum(m.running_mean) / dist.world_size())
-            m.running_var.copy_(dist.all_sum(m.running_var) / dist.world_size())
+    dist.average_tensors([t for m in layers for t in (m.running_mean, m.running_var)])
 
 
 @contextlib.contextmanager
