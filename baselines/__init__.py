@@ -3,4 +3,5 @@
 Importing this package registers every baseline in `ennas.methods.METHODS`.
 """
 
+from baselines import cream  # noqa: F401
 from baselines import spos  # noqa: F401
