@@ -103,9 +103,161 @@ def spos_training_throughput(space_name: str = "s1", batch: int = 128, steps: in
     return out
 
 
+def proxy_context(method: str, batch: int, steps: int, overrides: dict | None = None):
+    """A proxy-preset run context on a throw-away folder, with enough training images for `steps` batches."""
+    import tempfile
+    from pathlib import Path
+
+    from ennas.config import resolve
+    from ennas.context import RunContext
+
+    base = {
+        "data": {"train_size": batch * (steps + 12) * 4},
+        "supernet": {"batch_size": batch},
+        "distill": {"start_epoch": 0},
+        "progress": False,
+    }
+    for key, value in (overrides or {}).items():
+        base.setdefault(key, {}).update(value)
+    cfg = resolve("proxy", base, method=method, space="s1")
+    return RunContext(cfg, Path(tempfile.mkdtemp(prefix="perf-")), torch.device("cpu"))
+
+
+def method_epoch_costs(
+    methods: tuple[str, ...] = ("spos", "cream", "ennas-wo-ds", "ennas"), batch: int = 128, steps: int = 10
+) -> dict:
+    """Supernet epoch cost of each method relative to SPOS's on the proxy preset (after KD start).
+
+    Steps of all methods are interleaved on the same batches; a method's epoch cost = median step time x
+    steps per epoch (EnNAS: 1/m of the data) + its per-epoch work (EnNAS's diversity estimate) + Cream's
+    meta step amortised over its interval. Probe measurements (teacher/student logging) are excluded:
+    they are instrumentation, not training.
+    """
+    import copy
+
+    import baselines  # noqa: F401
+    from ennas.engine import Loop, train_step
+    from ennas.methods import get_method
+    from ennas.optim import linear_schedule, supernet_optimizer
+
+    ctx = proxy_context("spos", batch, steps)
+    loader = torch.utils.data.DataLoader(ctx.data.train, batch_size=batch, shuffle=False)
+    batches = [b for _, b in zip(range(steps + 10), loader)]
+    loops, per_epoch = {}, {}
+    for name in methods:
+        mctx = proxy_context(name, batch, steps)
+        model = copy.deepcopy(ctx.supernet)
+        method = get_method(name)(mctx)
+        opt = supernet_optimizer(list(model.parameters()), mctx.cfg.supernet)
+        loop = Loop(
+            name,
+            model,
+            method,
+            opt,
+            linear_schedule(opt, 10_000),
+            mctx.data.train,
+            batch,
+            2,
+            fraction=method.epoch_fraction(),
+        )
+        t0 = time.perf_counter()
+        method.on_epoch_start(model, 1)
+        per_epoch[name] = time.perf_counter() - t0
+        for step, (x, y) in enumerate(batches[:10]):  # warm-up; fills Cream's board
+            train_step(mctx, loop, x, y, 1, 2 * step + 1)
+        loops[name] = (mctx, loop)
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for step, (x, y) in enumerate(batches[10:]):
+        order = methods if step % 2 else tuple(reversed(methods))
+        for name in order:
+            mctx, loop = loops[name]
+            t0 = time.perf_counter()
+            train_step(mctx, loop, x, y, 1, 2 * step + 1)  # odd steps: Cream's meta step is timed apart
+            times[name].append(time.perf_counter() - t0)
+    full_steps = len(ctx.data.train) // batch
+    out: dict = {
+        "what": f"s1/proxy, batch {batch}, {steps} interleaved steps per method, epoch = {full_steps} SPOS steps"
+    }
+    for name in methods:
+        mctx, loop = loops[name]
+        step_s = statistics.median(times[name])
+        epoch_s = step_s * full_steps * loop.fraction + per_epoch[name]
+        if name == "cream":
+            x, y = batches[-1]
+            x = x.contiguous(memory_format=torch.channels_last)
+            student = loop.method.sample_one(mctx.path_rng(1, 0))
+            t0 = time.perf_counter()
+            loop.method.meta_update(loop.model, x, y, student, mctx.cfg.supernet.lr)
+            meta_s = time.perf_counter() - t0
+            epoch_s += meta_s * full_steps / 200  # the paper's meta interval
+            out["cream_meta_step_s"] = meta_s
+        out[f"{name}_step_s"] = step_s
+        out[f"{name}_epoch_s"] = epoch_s
+        out[f"{name}_per_epoch_work_s"] = per_epoch[name]
+    for name in methods:
+        out[f"{name}_over_spos"] = out[f"{name}_epoch_s"] / out["spos_epoch_s"]
+    out["goals"] = "ennas <= 1.05 x spos (paper: equal); cream ~1.3 x spos (paper)"
+    return out
+
+
+def ensemble_solver(quick: bool) -> dict:
+    """Ensemble-weight solve time, newton vs ECOS, at (B 256, C 10) and (B 256, C 1000), m 4 (ECOS once)."""
+    from ennas.ensemble import solver_timings
+
+    small = solver_timings(256, 10, 4, repeats=5, include_ecos=True)
+    large = solver_timings(256, 1000, 4, repeats=5, include_ecos=not quick)
+    return {"B256_C10_m4": small, "B256_C1000_m4": large, "unit": "seconds (median)"}
+
+
+def solver_share(batch: int = 128, steps: int = 6) -> dict:
+    """Share of the ensemble-weight solve in one EnNAS training step (s1 proxy, m 4)."""
+    import baselines  # noqa: F401
+    from ennas import ensemble
+    from ennas.engine import Loop, train_step
+    from ennas.methods import get_method
+    from ennas.optim import linear_schedule, supernet_optimizer
+
+    ctx = proxy_context("ennas-wo-ds", batch, steps)
+    method = get_method("ennas-wo-ds")(ctx)
+    opt = supernet_optimizer(list(ctx.supernet.parameters()), ctx.cfg.supernet)
+    loop = Loop("supernet", ctx.supernet, method, opt, linear_schedule(opt, 10_000), ctx.data.train, batch, 2)
+    loader = torch.utils.data.DataLoader(ctx.data.train, batch_size=batch, shuffle=False)
+    solve_times: list[float] = []
+    original = ensemble.ensemble_weights
+
+    def timed_solve(*args, **kwargs):
+        t0 = time.perf_counter()
+        result = original(*args, **kwargs)
+        solve_times.append(time.perf_counter() - t0)
+        return result
+
+    import ennas.ennas_method as em
+
+    em.ensemble_weights = timed_solve
+    try:
+        step_times = []
+        for step, (x, y) in zip(range(steps + 1), loader):
+            t0 = time.perf_counter()
+            train_step(ctx, loop, x, y, 1, step)
+            step_times.append(time.perf_counter() - t0)
+    finally:
+        em.ensemble_weights = original
+    step_s, solve_s = statistics.median(step_times[1:]), statistics.median(solve_times[1:])
+    return {
+        "what": f"ennas step, s1/proxy, batch {batch}, m 4",
+        "step_s": step_s,
+        "solve_s": solve_s,
+        "solver_share": solve_s / step_s,
+        "goal": "well under 1%",
+    }
+
+
 SECTIONS: dict[str, Callable[[bool], dict]] = {
     "supernet_vs_static": lambda quick: supernet_vs_static(rounds=3 if quick else 7),
     "spos_training": lambda quick: spos_training_throughput(steps=8 if quick else 30),
+    "ensemble_solver": ensemble_solver,
+    "solver_share": lambda quick: solver_share(steps=4 if quick else 10),
+    "method_epoch_cost": lambda quick: method_epoch_costs(steps=4 if quick else 12),
 }
 
 

@@ -1,0 +1,151 @@
+"""The whole SPOS pipeline on the smoke preset: outputs, crash-safe resume, budget and error handling."""
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ennas.results import read_json, read_jsonl
+
+REPO = Path(__file__).resolve().parent.parent
+SMOKE = ["--method", "spos", "--space", "s1", "--preset", "smoke", "--set", "supernet.checkpoint_steps=2"]
+
+# Runs benchmark.run in a child process that SIGKILLs itself right after the N-th call of a function
+# (a checkpoint save, a candidate's scoring): a real kill, no cleanup, no exception handlers.
+KILLER = """
+import os, signal, sys
+import {module} as target
+original = target.{function}
+calls = [0]
+def wrapped(*args, **kwargs):
+    result = original(*args, **kwargs)
+    calls[0] += 1
+    if calls[0] == {after}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+target.{function} = wrapped
+{extra}
+from benchmark.run import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def run_cli(args, kill=None, check=True):
+    """Run the CLI in a fresh process; `kill=(module, function, after)` kills it after that many calls."""
+    if kill is None:
+        cmd = [sys.executable, "-m", "benchmark.run", *args]
+    else:
+        module, function, after, extra = kill
+        code = KILLER.format(module=module, function=function, after=after, extra=extra)
+        cmd = [sys.executable, "-c", code, *args]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    if check and kill is None:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def comparable_log(out):
+    """Epoch records without timings (which differ between runs)."""
+    return [{k: v for k, v in r.items() if not k.endswith("_s")} for r in read_jsonl(out / "train_log.jsonl")]
+
+
+def final_metrics(out):
+    final = read_json(out / "final.json")
+    return {k: final[k] for k in ("arch", "top1", "top5", "flops", "params", "search_score")}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    run_cli([*SMOKE, "--out", str(out)])
+    return out
+
+
+def test_smoke_run_leaves_every_result_file(uninterrupted):
+    for name in ("config.json", "train_log.jsonl", "search.jsonl", "final.json"):
+        assert (uninterrupted / name).exists(), name
+    final = read_json(uninterrupted / "final.json")
+    assert final["method"] == "spos" and final["supervised"] is False
+    assert 0 <= final["top1"] <= final["top5"] <= 100
+    config = read_json(uninterrupted / "config.json")
+    assert config["supernet"]["checkpoint_steps"] == 2 and "environment" in config
+    records = read_jsonl(uninterrupted / "search.jsonl")
+    budget = read_json(uninterrupted / "search_result.json")
+    assert len(records) == 6 * 3 and budget["arch"] == final["arch"]
+
+
+def test_search_never_evaluates_over_budget(uninterrupted):
+    from ennas.context import default_budget
+    from spaces.flops import FlopsTable
+    from spaces.registry import get_space
+
+    space = get_space("s1", "proxy")
+    budget = default_budget(space, FlopsTable(space, 28, 10, 1))
+    for name in ("search.jsonl", "random_search.jsonl"):
+        assert all(r["flops"] <= budget for r in read_jsonl(uninterrupted / name))
+
+
+@pytest.mark.parametrize(
+    "kill",
+    [
+        ("ennas.engine", "save_checkpoint", 1, ""),  # mid-epoch, after the supernet's first checkpoint
+        ("ennas.engine", "save_checkpoint", 5, ""),  # after retraining's checkpoint, before final.json
+        ("ennas.pipeline", "score_path", 5, ""),  # in the middle of the evolution search
+    ],
+    ids=["first-checkpoint", "retrain", "search"],
+)
+def test_killed_run_resumes_to_the_uninterrupted_result(uninterrupted, tmp_path, kill):
+    out = tmp_path / "run"
+    killed = run_cli([*SMOKE, "--out", str(out)], kill=kill)
+    assert killed.returncode == -signal.SIGKILL
+    assert not (out / "final.json").exists()
+    run_cli([*SMOKE, "--out", str(out)])
+    assert final_metrics(out) == final_metrics(uninterrupted)
+    assert comparable_log(out) == comparable_log(uninterrupted)
+    assert read_jsonl(out / "search.jsonl") == read_jsonl(uninterrupted / "search.jsonl")
+
+
+def test_no_half_written_files_after_a_kill(tmp_path):
+    out = tmp_path / "run"
+    run_cli([*SMOKE, "--out", str(out)], kill=("ennas.engine", "save_checkpoint", 2, ""))
+    for path in out.iterdir():
+        assert not path.name.endswith(".tmp") or path.name.startswith("."), path
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        if path.suffix == ".jsonl":
+            read_jsonl(path)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--method", "nope"], "unknown method 'nope'; known:"),
+        (["--space", "s9"], "unknown search space 's9'; known: cream, s1, s2, s3, spos"),
+        (["--preset", "huge"], "unknown preset 'huge'; known:"),
+        (["--set", "supernet.lr"], "--set takes key=value"),
+        (["--set", "supernet.nope=1"], "unknown setting 'supernet.nope'"),
+        (["--set", "supernet.epochs=two"], "supernet.epochs"),
+        (["--dataset", "imagenet", "--data", "/nonexistent/imagenet"], "/nonexistent/imagenet"),
+        (["--set", "search.flops_budget=1000"], "below the cheapest architecture"),
+    ],
+)
+def test_bad_input_gives_one_line_error(tmp_path, args, message):
+    proc = run_cli([*SMOKE, "--out", str(tmp_path / "x"), *args], check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    if "budget" in message:
+        assert not (tmp_path / "x" / "supernet_checkpoint.pt").exists(), "the budget check must precede any work"
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    # lr 1e30 makes the loss overflow within a few steps of the first epoch
+    proc = run_cli([*SMOKE, "--out", str(out), "--set", "supernet.lr=1e30", "--set", "supernet.epochs=3"], check=False)
+    assert proc.returncode == 2
+    assert "loss became" in proc.stderr and "last good checkpoint" in proc.stderr
+    assert not (out / "final.json").exists()
