@@ -1,0 +1,201 @@
+"""EnNAS and EnNAS w/o DS: loss before/after KD start, detached teacher, m-path gradients, sampling, state, CLI."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.run import main as run_main
+from ennas.config import resolve
+from ennas.context import RunContext
+from ennas.distill import kd_loss
+from ennas.ennas_method import EnNAS, EnNASWithoutDS
+from ennas.ensemble import ensemble_logits, ensemble_weights
+from ennas.methods import get_method
+from ennas.pipeline import supernet_stage
+
+M = 3
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    cfg = resolve(
+        "smoke",
+        {"distill": {"m": M, "start_epoch": 1, "diversity_images": 32}, "channels_last": False},
+        method="ennas",
+        space="s1",
+    )
+    return RunContext(cfg, tmp_path_factory.mktemp("ennas"), torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def batch(ctx):
+    x, y = zip(*(ctx.data.train[i] for i in range(12)))
+    return torch.stack(x), torch.tensor(y)
+
+
+@pytest.fixture(scope="module")
+def ennas(ctx):
+    method = EnNAS(ctx)
+    method.on_epoch_start(ctx.supernet, 0)
+    return method
+
+
+def test_registered_and_fraction(ctx):
+    assert get_method("ennas") is EnNAS and get_method("ennas-wo-ds") is EnNASWithoutDS
+    assert EnNASWithoutDS(ctx).epoch_fraction() == pytest.approx(1 / M)
+    assert EnNAS(ctx).epoch_fraction() == pytest.approx(1 / M)
+
+
+def test_loss_is_sum_of_ces_before_kd_start(ctx, batch):
+    method, model, (x, y) = EnNASWithoutDS(ctx), ctx.supernet, batch
+    paths = method.sample_paths(ctx.path_rng(0, 0), 0, 0)
+    loss, stats = method.batch_loss(model, x, y, paths, epoch=0, step=0)
+    expected = sum(method.criterion(model(x, p), y) for p in paths)
+    assert len(paths) == M and stats["count"] == M * len(y)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert "kd_batches" not in method.sums  # no solve before KD starts
+
+
+def test_loss_after_kd_start_adds_detached_ensemble_kd(ctx, batch):
+    method, model, (x, y) = EnNASWithoutDS(ctx), ctx.supernet, batch
+    d = ctx.cfg.distill
+    paths = method.sample_paths(ctx.path_rng(1, 0), 1, 0)
+    model.zero_grad(set_to_none=True)
+    loss, _ = method.batch_loss(model, x, y, paths, epoch=1, step=0)
+    loss.backward()
+    got = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    # Reference: the teacher built from detached logits, so no gradient flows through w or t.
+    model.zero_grad(set_to_none=True)
+    logits = torch.stack([model(x, p) for p in paths])
+    ce = sum(method.criterion(z, y) for z in logits)
+    t = ensemble_logits(logits.detach(), ensemble_weights(logits.detach(), y)).detach()
+    kd = sum(kd_loss(z, t, d.tau) for z in logits)
+    (ce + d.lam * kd).backward()
+    assert kd.item() > 1e-6 and loss.item() == pytest.approx((ce + d.lam * kd).item(), rel=1e-6)
+    assert loss.item() > ce.item()
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(got[n], p.grad, rtol=1e-5, atol=1e-7)
+
+    # A teacher that is not detached would send gradient through t: the gradients must differ then.
+    model.zero_grad(set_to_none=True)
+    logits = torch.stack([model(x, p) for p in paths])
+    w = ensemble_weights(logits.detach(), y)
+    t_live = torch.einsum("i,ibc->bc", w, logits)
+    live = sum(method.criterion(z, y) for z in logits) + d.lam * sum(
+        d.tau**2
+        * torch.nn.functional.kl_div(
+            torch.log_softmax(z / d.tau, -1), torch.softmax(t_live / d.tau, -1), reduction="batchmean"
+        )
+        for z in logits
+    )
+    live.backward()
+    assert any(not torch.allclose(got[n], p.grad) for n, p in model.named_parameters() if p.grad is not None)
+    model.zero_grad(set_to_none=True)
+
+
+def test_all_m_paths_get_gradients_and_nothing_else(ctx, batch):
+    method, model, (x, y) = EnNASWithoutDS(ctx), ctx.supernet, batch
+    paths = method.sample_paths(ctx.path_rng(1, 3), 1, 3)
+    model.zero_grad(set_to_none=True)
+    loss, _ = method.batch_loss(model, x, y, paths, epoch=1, step=3)
+    loss.backward()
+    for l, layer in enumerate(model.layers):
+        used = {p[l] for p in paths}
+        for c, op in enumerate(layer.candidates):
+            grads = [p.grad for p in op.parameters()]
+            if c in used:
+                assert all(g is not None and g.abs().sum() > 0 for g in grads), (l, c)  # Identity has none
+            else:
+                assert all(g is None for g in grads), (l, c)
+    model.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("cls", [EnNASWithoutDS, EnNAS])
+def test_paths_are_a_function_of_seed_epoch_step(ctx, ennas, cls):
+    method = ennas if cls is EnNAS else cls(ctx)
+    first = method.sample_paths(ctx.path_rng(2, 5), 2, 5)
+    assert first == method.sample_paths(ctx.path_rng(2, 5), 2, 5)
+    assert len(first) == M and all(len(p) == len(ctx.space.layers) for p in first)
+    assert first != method.sample_paths(ctx.path_rng(2, 6), 2, 6)
+
+
+def test_sampler_state_survives_a_checkpoint(ctx, ennas):
+    assert ctx.file("diversity_epoch0.json").exists()
+    assert len(ennas.zetas) == len(ctx.space.layers)
+    buffer = io.BytesIO()
+    torch.save(ennas.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = EnNAS(ctx)
+    with pytest.raises(RuntimeError):
+        resumed.sample_paths(ctx.path_rng(0, 0), 0, 0)
+    resumed.load_state_dict(torch.load(buffer, weights_only=False))
+    for z, r in zip(ennas.zetas, resumed.zetas):
+        np.testing.assert_array_equal(z, r)
+    for step in range(20):
+        rng_a, rng_b = ctx.path_rng(0, step), ctx.path_rng(0, step)
+        assert ennas.sample_paths(rng_a, 0, step) == resumed.sample_paths(rng_b, 0, step)
+
+
+def test_diversity_estimate_is_reproducible(ctx, ennas):
+    again = EnNAS(ctx)
+    again.on_epoch_start(ctx.supernet, 0)
+    for z, r in zip(ennas.zetas, again.zetas):
+        np.testing.assert_array_equal(z, r)
+
+
+@pytest.mark.parametrize("method", ["ennas", "ennas-wo-ds"])
+def test_smoke_cli(tmp_path, method):
+    out = tmp_path / method
+    args = ["--method", method, "--space", "s1", "--preset", "smoke", "--out", str(out), "--debug"]
+    rc = run_main([*args, "--set", "search.random_baseline=false"])  # the search is not under test here
+    assert rc == 0 and (out / "final.json").exists()
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    last = [r for r in records if r["stage"] == "supernet"][-1]
+    for key in ("teacher_acc", "student_acc", "gap", "diversity", "solve_share", "teacher_w_max"):
+        assert isinstance(last[key], float), key
+    assert last["gap"] == pytest.approx(last["teacher_acc"] - last["student_acc"])
+    assert last["diversity"] > 0
+    if method == "ennas":
+        assert (out / "diversity_epoch1.json").exists() and last["set_zeta"] >= last["uniform_set_zeta"] - 1e-9
+
+
+class Killed(Exception):
+    """Stands in for a killed process."""
+
+
+def _train(out, kill_at=None):
+    """Supernet stage of a tiny ennas run in `out`; with kill_at=(epoch, step), die after that step."""
+    overrides = {
+        "supernet": {"epochs": 2, "max_steps_per_epoch": 2, "batch_size": 16, "checkpoint_steps": 1},
+        "distill": {"m": M, "start_epoch": 1, "diversity_images": 32, "probe_images": 32, "probe_sets": 2},
+        "search": {"eval_batch_size": 16},
+    }
+    run = RunContext(resolve("smoke", overrides, method="ennas", space="s1"), out, torch.device("cpu"))
+    method = EnNAS(run)
+    if kill_at is not None:
+
+        def die(*args):
+            if args[-2:] == kill_at:
+                raise Killed
+
+        method.after_step = die
+    supernet_stage(run, method)
+    return run.supernet.state_dict(), [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_resumed_run_is_identical(tmp_path):
+    weights, log = _train(tmp_path / "straight")
+    with pytest.raises(Killed):
+        _train(tmp_path / "resumed", kill_at=(1, 1))  # mid-epoch 1: the sampler must come from the checkpoint
+    resumed_weights, resumed_log = _train(tmp_path / "resumed")
+    for k, v in weights.items():
+        torch.testing.assert_close(resumed_weights[k], v, rtol=0, atol=0)
+    timing = {"wall_s", "device_s", "solve_s", "solve_share"}
+    assert [{k: v for k, v in r.items() if k not in timing} for r in resumed_log] == [
+        {k: v for k, v in r.items() if k not in timing} for r in log
+    ]
