@@ -9,6 +9,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -21,8 +22,15 @@ from ennas.methods import Method
 from ennas.optim import linear_schedule, supernet_optimizer
 from ennas.results import load_torch, read_json, read_jsonl, save_torch, write_json, write_jsonl
 from ennas.retrain import retrain
-from ennas.search import EvolutionConfig, cache_from_records, check_budget, evolution_search, random_search
-from spaces.arch import decode, describe, encode
+from ennas.search import (
+    EvolutionConfig,
+    SearchResult,
+    cache_from_records,
+    check_budget,
+    evolution_search,
+    random_search,
+)
+from spaces.arch import Arch, decode, describe, encode
 
 
 def supernet_stage(ctx: RunContext, method: Method) -> None:
@@ -78,9 +86,41 @@ def search_stage(ctx: RunContext, method: Method) -> dict:
     return result
 
 
+def search_log(ctx: RunContext, name: str) -> tuple[list[dict], dict, Callable[[dict], None]]:
+    """A search's records so far (resuming), the score cache they give, and the callback that records more."""
+    path = ctx.file(name)
+    records = read_jsonl(path)
+
+    def record(r: dict) -> None:
+        records.append({**r, "method": ctx.cfg.method, "space": ctx.cfg.space, "seed": ctx.cfg.seed})
+        if dist.is_main():
+            write_jsonl(path, records)
+
+    return records, cache_from_records(ctx.space, records), record
+
+
+def run_evolution(ctx: RunContext, score: Callable[[Arch], float], log_name: str, rng_key: int) -> SearchResult:
+    """SPOS evolution with the run's search settings and budget, memoised by and recorded in `log_name`."""
+    s = ctx.cfg.search
+    _, cache, record = search_log(ctx, log_name)
+    evo = EvolutionConfig(s.population, s.generations, s.topk, s.mutation_prob, s.num_mutation, s.num_crossover)
+    rng = np.random.default_rng(stream_seed(ctx.cfg.seed, "search", rng_key))
+    return evolution_search(
+        ctx.space,
+        score,
+        ctx.table.flops,
+        ctx.flops_budget,
+        evo,
+        rng,
+        on_evaluate=record,
+        cache=cache,
+        progress=ctx.cfg.progress and dist.is_main(),
+        bounds=ctx.table.bounds(),
+    )
+
+
 def evolution_stage(ctx: RunContext) -> dict:
     """SPOS evolution (and the random-search baseline with as many evaluations) over supernet paths."""
-    s = ctx.cfg.search
     check_budget(ctx.space, ctx.table.flops, ctx.flops_budget, ctx.table.bounds())
     t0 = time.time()
     model = ctx.supernet
@@ -88,48 +128,29 @@ def evolution_stage(ctx: RunContext) -> dict:
     def score(arch):
         return score_path(model, arch, ctx.recal_batches, ctx.search_batches, ctx.device)
 
-    outputs = {}
-    for kind in ("evolution", "random") if s.random_baseline else ("evolution",):
-        log = ctx.file("search.jsonl" if kind == "evolution" else "random_search.jsonl")
-        records = read_jsonl(log)
-        cache = cache_from_records(ctx.space, records)
-
-        def record(r, log=log, records=records):
-            records.append({**r, "method": ctx.cfg.method, "space": ctx.cfg.space, "seed": ctx.cfg.seed})
-            if dist.is_main():
-                write_jsonl(log, records)
-
-        rng = np.random.default_rng(stream_seed(ctx.cfg.seed, "search", 2 if kind == "evolution" else 3))
-        if kind == "evolution":
-            evo = EvolutionConfig(s.population, s.generations, s.topk, s.mutation_prob, s.num_mutation, s.num_crossover)
-            res = evolution_search(
-                ctx.space,
-                score,
-                ctx.table.flops,
-                ctx.flops_budget,
-                evo,
-                rng,
-                on_evaluate=record,
-                cache=cache,
-                progress=ctx.cfg.progress and dist.is_main(),
-            )
-        else:
-            res = random_search(
-                ctx.space,
-                score,
-                ctx.table.flops,
-                ctx.flops_budget,
-                outputs["evolution"]["evaluations"],
-                rng,
-                on_evaluate=record,
-                cache=cache,
-            )
-        outputs[kind] = {
-            "arch": encode(res.best_arch),
-            "score": res.best_score,
-            "flops": res.best_flops,
-            "evaluations": res.num_evaluations,
+    results = {"evolution": run_evolution(ctx, score, "search.jsonl", 2)}
+    if ctx.cfg.search.random_baseline:
+        _, cache, record = search_log(ctx, "random_search.jsonl")
+        rng = np.random.default_rng(stream_seed(ctx.cfg.seed, "search", 3))
+        results["random"] = random_search(
+            ctx.space,
+            score,
+            ctx.table.flops,
+            ctx.flops_budget,
+            results["evolution"].num_evaluations,
+            rng,
+            on_evaluate=record,
+            cache=cache,
+        )
+    outputs = {
+        kind: {
+            "arch": encode(r.best_arch),
+            "score": r.best_score,
+            "flops": r.best_flops,
+            "evaluations": r.num_evaluations,
         }
+        for kind, r in results.items()
+    }
     wall = time.time() - t0
     best = outputs["evolution"]
     return {
