@@ -102,10 +102,11 @@ def _fit_biases(energy: np.ndarray, incidence: np.ndarray, target: float) -> tup
         scale = 1.0
         while True:
             new = evaluate(theta + scale * step)
-            # Armijo, or (near the optimum, where values stop resolving) a smaller gradient.
-            if (
-                new[0] <= value + 1e-4 * scale * grad @ step
-                or np.abs(new[2] - target).max() < np.abs(grad).max()
+            # Armijo; only where the values stop resolving (near the optimum) a smaller gradient instead: a
+            # smaller gradient alone accepts steps that raise the dual and can wander off (seen on real ζ).
+            resolved = abs(new[0] - value) > 1e-12 * max(1.0, abs(value))
+            if new[0] <= value + 1e-4 * scale * grad @ step or (
+                not resolved and np.abs(new[2] - target).max() < np.abs(grad).max()
             ):
                 break
             scale *= 0.5
@@ -114,9 +115,7 @@ def _fit_biases(energy: np.ndarray, incidence: np.ndarray, target: float) -> tup
         theta = theta + scale * step
         value, probs, incl = new
     if np.abs(incl - target).max() > 1e-10:
-        raise RuntimeError(
-            f"sampler biases did not converge: max marginal error {np.abs(incl - target).max():.2e}"
-        )
+        raise RuntimeError(f"sampler biases did not converge: max marginal error {np.abs(incl - target).max():.2e}")
     return theta, probs
 
 
@@ -146,9 +145,7 @@ def _build_layer(zeta: np.ndarray, m: int, beta: float) -> _LayerTable:
         raise ValueError(f"{t} operators in one layer; the sampler's prefix bitmasks hold at most 62")
     rounds, size = divmod(m, t) if m >= t else (0, m)
     if math.comb(t, size) > MAX_SUBSETS:
-        raise ValueError(
-            f"C({t}, {size}) subsets exceed {MAX_SUBSETS}; the diversity sampler enumerates them"
-        )
+        raise ValueError(f"C({t}, {size}) subsets exceed {MAX_SUBSETS}; the diversity sampler enumerates them")
     subsets = list(itertools.combinations(range(t), size))
     members = np.array(subsets, dtype=np.int64).reshape(len(subsets), size)
     diversity = _mean_pairwise(zeta, members)
@@ -252,9 +249,7 @@ class DiversitySampler:
                 rows.append(row)
                 reach = nxt
             if table.rounds:
-                counts = (
-                    table.rounds + np.sum(rows, axis=0) if rows else np.full(table.num_choices, table.rounds)
-                )
+                counts = table.rounds + np.sum(rows, axis=0) if rows else np.full(table.num_choices, table.rounds)
                 rows = [counts / self.m] * self.m
             out.append(np.array(rows, dtype=np.float64))
         return out
@@ -277,9 +272,7 @@ def uniform_set_diversity(zetas: Sequence[np.ndarray]) -> np.ndarray:
     return np.array([_check_zeta(z).mean() for z in zetas])
 
 
-def sample_uniform_set(
-    num_choices_per_layer: Sequence[int], m: int, rng: np.random.Generator
-) -> list[tuple[int, ...]]:
+def sample_uniform_set(num_choices_per_layer: Sequence[int], m: int, rng: np.random.Generator) -> list[tuple[int, ...]]:
     """m architectures drawn independently, uniformly: the paper's EnNAS w/o diversity-based sampling."""
     if not num_choices_per_layer:
         return [() for _ in range(m)]

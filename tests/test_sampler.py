@@ -181,3 +181,23 @@ def test_chi_square_detects_the_literal_eq5_rule():
             drawn.append(int(rng.choice(7, p=g / g.sum())))
         counts[drawn[1]] += 1
     assert not _chi_square_ok(counts)
+
+
+def test_bias_fit_converges_on_a_zeta_measured_in_a_proxy_run():
+    """Regression: a real epoch-1 ζ (s1 proxy, layer 6) on which an accept-any-smaller-gradient line search wandered."""
+    zeta = np.array(
+        [
+            [0.0, 1.1033, 0.9382, 1.1348, 1.1367, 1.0554, 1.0133, 0.9446, 1.225],
+            [1.1033, 0.0, 0.8507, 1.1411, 1.0117, 0.8888, 0.9671, 0.9048, 0.7888],
+            [0.9382, 0.8507, 0.0, 1.1578, 1.0918, 0.9735, 0.956, 0.9084, 0.8877],
+            [1.1348, 1.1411, 1.1578, 0.0, 0.7519, 0.8033, 0.9438, 1.0011, 1.1731],
+            [1.1367, 1.0117, 1.0918, 0.7519, 0.0, 0.9927, 0.9338, 1.0004, 1.0257],
+            [1.0554, 0.8888, 0.9735, 0.8033, 0.9927, 0.0, 1.0475, 0.8066, 0.9241],
+            [1.0133, 0.9671, 0.956, 0.9438, 0.9338, 1.0475, 0.0, 0.8777, 1.0373],
+            [0.9446, 0.9048, 0.9084, 1.0011, 1.0004, 0.8066, 0.8777, 0.0, 0.8194],
+            [1.225, 0.7888, 0.8877, 1.1731, 1.0257, 0.9241, 1.0373, 0.8194, 0.0],
+        ]
+    )
+    sampler = DiversitySampler([zeta], 4)
+    np.testing.assert_allclose(sampler.marginals()[0], 1 / 9, atol=1e-9)
+    assert sampler.expected_diversity()[0] > uniform_set_diversity([zeta])[0]
