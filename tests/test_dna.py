@@ -1,0 +1,242 @@
+"""DNA: teacher alignment, block inputs from the teacher, layer-wise rating, exact traversal, smoke CLI."""
+
+import copy
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from baselines.dna import DNA, BlockDistillation, calibrate, feature_rating, rate_block, traverse
+from baselines.dna_teacher import align_stages, block_pairs, block_ranges, block_sizes, teacher_features
+from benchmark.run import main as run_main
+from ennas.config import parse_overrides, resolve
+from ennas.context import RunContext
+from ennas.evaluate import recalibrate_bn
+from ennas.results import read_json, read_jsonl
+from spaces.registry import get_space
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small tensors: one thread is faster, and fair to other test processes on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def dna(tmp_path_factory):
+    cfg = resolve("smoke", {"channels_last": False}, method="dna", space="s1")
+    method = DNA(RunContext(cfg, tmp_path_factory.mktemp("dna"), torch.device("cpu")))
+    method.build()
+    method.teacher.eval()
+    return method
+
+
+@pytest.fixture(scope="module")
+def images(dna):
+    return torch.stack([dna.ctx.data.search[i][0] for i in range(6)])
+
+
+# --- blocks and teacher stages --------------------------------------------------------------------
+def test_blocks_are_the_stages_of_the_space():
+    assert block_ranges(get_space("s1", "proxy")) == [(0, 2), (2, 4), (4, 6), (6, 8)]
+    assert block_ranges(get_space("s1", "imagenet")) == [(0, 4), (4, 8), (8, 12), (12, 16), (16, 20)]
+    assert block_ranges(get_space("spos", "imagenet")) == [(0, 4), (4, 8), (8, 16), (16, 20)]
+    assert block_sizes(get_space("s1", "proxy"), 28) == [14, 7, 7, 4]
+    assert block_sizes(get_space("s1", "imagenet"), 224) == [56, 28, 14, 14, 7]
+
+
+def test_align_stages_matches_strides_and_flattens_where_the_supernet_keeps_resolution():
+    b0 = [1, 2, 2, 2, 1, 2, 1]  # EfficientNet-B0 / MobileNetV2 stage strides
+    assert align_stages(b0, [2, 2, 2, 1, 2]) == ([1, 2, 3, 4, 5], [])  # ImageNet s1: B0 stages 2-6
+    assert align_stages(b0, [2, 2, 1, 2]) == ([1, 2, 3, 5], [3])  # proxy s1: stage 4 loses its stride
+    with pytest.raises(ValueError, match="cannot be aligned"):
+        align_stages([2, 2], [2, 2, 2])
+
+
+def stage_output(teacher, j, x):
+    """The output of teacher stage j (teacher.blocks[j]) from a full ordinary forward, by a hook."""
+    seen = []
+    handle = teacher.blocks[j].register_forward_hook(lambda m, i, o: seen.append(o.detach()))
+    with torch.no_grad():
+        teacher(x)
+    handle.remove()
+    return seen[0]
+
+
+@pytest.mark.parametrize("i", [0, 1, 2, 3])
+def test_block_input_is_the_teachers_previous_stage_and_target_its_stage(dna, images, i):
+    model = dna.ctx.supernet
+    block = dna.block(model, i)
+    seen = {}
+
+    def keep(name):  # a hook that records its tensor and returns None (leaves the call unchanged)
+        def hook(module, args, *out):
+            seen.setdefault(name, out[0] if out else args[0])
+
+        return hook
+
+    hooks = [
+        block.register_forward_pre_hook(keep("block_in")),
+        block.layers[0].register_forward_pre_hook(keep("layer_in")),
+        block.register_forward_hook(keep("out")),
+    ]
+    method = BlockDistillation(i, (1,) * len(block.layers), dna.teacher, dna.block_indices(i))
+    captured = []
+    method.criterion = lambda out, target: captured.append(target) or ((out - target) ** 2).mean()
+    block.eval()
+    with torch.no_grad():
+        method.batch_loss(block, images, torch.zeros(len(images), dtype=torch.long), [(0,) * len(block.layers)], 0, 0)
+    for h in hooks:
+        h.remove()
+    target = stage_output(dna.teacher, dna.indices[i] - 1, images)
+    assert torch.allclose(captured[0], target, atol=1e-5)
+    assert seen["out"].shape == target.shape  # resolution and width match the teacher's stage
+    assert target.shape[-1] == block_sizes(dna.ctx.space, 28)[i]
+    if i == 0:
+        assert torch.equal(seen["block_in"], images)
+        assert torch.allclose(seen["layer_in"], model.stem.eval()(images), atol=1e-5)
+    else:
+        previous = stage_output(dna.teacher, dna.indices[i - 1] - 1, images)
+        assert torch.allclose(seen["block_in"], previous, atol=1e-5)
+        with torch.no_grad():
+            assert torch.allclose(seen["layer_in"], dna.adapters[f"in{i}"].eval()(previous), atol=1e-5)
+
+
+def test_layerwise_rating_equals_recalibrating_the_whole_path(dna, images):
+    """Sharing prefixes changes nothing: each path's rating equals recalibrating and running it whole."""
+    model, i = dna.ctx.supernet, 1
+    block = dna.block(model, i)
+    recal_x = [torch.stack([dna.ctx.data.recal[k][0] for k in range(j, j + 8)]) for j in (0, 8)]
+    recal = [teacher_features(dna.teacher, x, [dna.indices[0]])[0] for x in recal_x]
+    inputs, targets = zip(*(block_pairs(dna.teacher, x, dna.block_indices(i)) for x in (images[:3], images[3:])))
+    data = (*calibrate(copy.deepcopy(block.entry), recal, list(inputs), "cpu"), list(targets))
+    paths = [(0, 9), (3, 9), (3, 2), (8, 5)]
+    layerwise = dict(rate_block(block, paths, data, "cpu"))
+    assert sorted(layerwise) == sorted(paths)
+    for path in paths:
+        modules = (block.entry, block.layers[0].candidates[path[0]], block.layers[1].candidates[path[1]], block.exit)
+        whole = torch.nn.Sequential(*(copy.deepcopy(m) for m in modules))
+        recalibrate_bn(whole, [(x, None) for x in recal])
+        whole.eval()
+        with torch.no_grad():
+            expected = feature_rating([whole(x) for x in inputs], targets, "cpu")
+        assert layerwise[path]["rating"] == pytest.approx(expected["rating"], rel=1e-4)
+
+
+# --- traversal ------------------------------------------------------------------------------------
+def brute_force(options, budget):
+    best = None
+    for combo in itertools.product(*(range(len(block)) for block in options)):
+        cost = sum(options[i][k][1] for i, k in enumerate(combo))
+        rating = sum(options[i][k][0] for i, k in enumerate(combo))
+        if cost <= budget and (best is None or rating < best[1]):
+            best = (combo, rating, cost)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_traversal_finds_the_brute_force_optimum_within_budget(seed):
+    rng = np.random.default_rng(seed)
+    options = [[(float(rng.random()), int(rng.integers(1, 50))) for _ in range(rng.integers(2, 9))] for _ in range(4)]
+    low = sum(min(c for _, c in block) for block in options)
+    high = sum(max(c for _, c in block) for block in options)
+    for budget in np.linspace(low, high, 7):
+        choice, rating, cost = traverse(options, budget)
+        expected = brute_force(options, budget)
+        assert cost <= budget
+        assert cost == sum(options[i][k][1] for i, k in enumerate(choice))
+        assert rating == pytest.approx(expected[1], abs=1e-12)
+    with pytest.raises(ValueError, match="fits the budget"):
+        traverse(options, low - 1)
+
+
+# --- search modes and teacher sources ------------------------------------------------------------
+def test_blocks_too_large_to_enumerate_fall_back_to_evolution_on_summed_ratings(dna, monkeypatch):
+    monkeypatch.setattr("baselines.dna.EXHAUSTIVE_LIMIT", 10)
+    dna.teacher_ready = True  # the untrained teacher is enough to check the bookkeeping
+    result = dna.search(dna.ctx.supernet)
+    assert result["search_mode"] == "evolution" and result["flops"] <= dna.ctx.flops_budget
+    ratings = {(r["block"], r["path"]): r["rating"] for r in read_jsonl(dna.ctx.file("dna_ratings.jsonl"))}
+    records = read_jsonl(dna.ctx.file("search.jsonl"))
+    assert len(records) == 6 * 3 and all(r["flops"] <= dna.ctx.flops_budget for r in records)
+    for record in records:  # every evaluated architecture scores minus the sum of its logged block ratings
+        arch = [int(c) for c in record["arch"].split("-")]
+        parts = [(b, "-".join(map(str, arch[s:e]))) for b, (s, e) in enumerate(dna.ranges)]
+        assert record["score"] == pytest.approx(-sum(ratings[p] for p in parts))
+    assert result["search_score"] == max(r["score"] for r in records)
+
+
+def test_teacher_loads_from_a_local_checkpoint_without_training(dna, tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"state_dict": dna.teacher.state_dict()}, path)
+    cfg = resolve("smoke", {"channels_last": False, "distill": {"teacher_checkpoint": str(path)}}, method="dna")
+    other = DNA(RunContext(cfg, tmp_path / "run", torch.device("cpu")))
+    other.ready_teacher()
+    assert other.info["teacher_source"] == str(path) and not other.ctx.file("train_log.jsonl").exists()
+    for a, b in zip(other.teacher.state_dict().values(), dna.teacher.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert not other.teacher.training and read_json_pt(other.ctx.file("teacher.pt"))["teacher_source"] == str(path)
+
+
+def read_json_pt(path):
+    return torch.load(path, weights_only=False)
+
+
+# --- the whole pipeline ---------------------------------------------------------------------------
+SHRINK = [
+    "distill.teacher=mobilenetv2_035",  # the smallest of the default's family: the test is about plumbing
+    "supernet.batch_size=32",
+    "supernet.max_steps_per_epoch=2",
+    "retrain.batch_size=32",
+    "retrain.max_steps_per_epoch=2",
+    "search.eval_images=32",
+    "search.recal_batches=1",
+    "search.recal_batch_size=32",
+]
+
+
+def run(out: Path) -> None:
+    args = ["--method", "dna", "--space", "s1", "--preset", "smoke", "--out", str(out)]
+    assert run_main([*args, *(a for s in SHRINK for a in ("--set", s))]) == 0
+
+
+def test_smoke_cli_runs_teacher_blocks_ratings_and_resumes_per_block(tmp_path):
+    out = tmp_path / "run"
+    run(out)
+    final = read_json(out / "final.json")
+    assert final["method"] == "dna" and final["supervised"] is True
+    assert final["extras"]["teacher"] == "mobilenetv2_035" and 0 <= final["extras"]["teacher_search_acc"] <= 100
+    log = read_jsonl(out / "train_log.jsonl")
+    assert [r["stage"] for r in log] == ["teacher", "dna_block0", "dna_block1", "dna_block2", "dna_block3", "retrain"]
+    assert all(r["device_s"] > 0 for r in log)
+    assert final["supernet_device_s"] == pytest.approx(sum(r["device_s"] for r in log[:5]))
+    ratings = read_jsonl(out / "dna_ratings.jsonl")
+    assert len(ratings) == 4 * 9 * 10  # every path of every block (s1 proxy: 9 x 10 per stage)
+    search = read_json(out / "search_result.json")
+    assert search["search_mode"] == "traversal" and search["flops"] <= budget_of(out)
+    arch = [int(c) for c in final["arch"].split("-")]
+    logged = {(r["block"], r["path"]): r["rating"] for r in ratings}
+    for b, (start, stop) in enumerate(block_ranges(get_space("s1", "proxy"))):
+        assert logged[(b, "-".join(map(str, arch[start:stop])))] == pytest.approx(search["block_ratings"][b])
+
+    # lose the last block: training again keeps the teacher and blocks 0-2 and retrains block 3 to the
+    # same loss (its data order, paths and RNG state come from the files and checkpoints)
+    (out / "dna_block3_checkpoint.pt").unlink()
+    cfg = resolve("smoke", parse_overrides(SHRINK), method="dna", space="s1")
+    ctx = RunContext(cfg, out, torch.device("cpu"))
+    DNA(ctx).train_supernet(ctx.supernet)
+    before = {r["stage"]: r for r in log}
+    after = {r["stage"]: r for r in read_jsonl(out / "train_log.jsonl")}
+    for stage in ("teacher", "dna_block0", "dna_block1", "dna_block2"):
+        assert after[stage] == before[stage]  # not rerun: identical, timings included
+    assert after["dna_block3"]["loss"] == before["dna_block3"]["loss"]
+
+
+def budget_of(out: Path) -> float:
+    cfg = resolve("smoke", {}, method="dna", space="s1")
+    return RunContext(cfg, out, torch.device("cpu")).flops_budget
