@@ -95,8 +95,7 @@ class ImageFiles:
         except _UNREADABLE as err:
             if not self.bad:
                 warnings.warn(
-                    f"skipping unreadable image {path} ({err}); further ones are skipped silently "
-                    f"up to {self.max_bad}",
+                    f"skipping unreadable image {path} ({err}); further ones are skipped silently up to {self.max_bad}",
                     stacklevel=2,
                 )
             self.bad.add(i)
@@ -295,9 +294,7 @@ def imagenet(
 ) -> Source:
     """ILSVRC2012 as train/<wnid>/ and val/<wnid>/ folders, with the standard SPOS/timm transforms."""
     folder, classes = _imagenet_classes(root)
-    train, test = (
-        ImageFiles(folder / split, max_bad=max_bad, bad_fraction=bad_fraction) for split in ("train", "val")
-    )
+    train, test = (ImageFiles(folder / split, max_bad=max_bad, bad_fraction=bad_fraction) for split in ("train", "val"))
     if verify:
         train.verify()
         test.verify()

@@ -26,9 +26,7 @@ def _assignments(n: int, num_choices: Sequence[int], seed: int) -> list[torch.Te
     return [torch.from_numpy(rng.permutation(n) % t) for t in num_choices]
 
 
-def _layer_cosines(
-    layer: nn.Module, h: torch.Tensor, route: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _layer_cosines(layer: nn.Module, h: torch.Tensor, route: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum over the batch of pairwise output cosines, and the merged output each sample carries on."""
     ops = list(layer.candidates)
     unit, merged = None, None
@@ -60,9 +58,7 @@ def estimate_diversity(
     routes = _assignments(n, [len(layer.candidates) for layer in layers], seed)
     param = next(supernet.parameters(), None)
     device = param.device if param is not None else images.device
-    sums = [
-        torch.zeros(len(layer.candidates), len(layer.candidates), dtype=torch.float64) for layer in layers
-    ]
+    sums = [torch.zeros(len(layer.candidates), len(layer.candidates), dtype=torch.float64) for layer in layers]
     # Remember every module's own flag: a blanket train(flag) would unfreeze deliberately frozen parts.
     flags = [(module, module.training) for module in supernet.modules()]
     supernet.eval()
@@ -103,6 +99,4 @@ def save_diversity(zetas: Sequence[np.ndarray], path: str | Path) -> None:
 
 def load_diversity(path: str | Path) -> list[np.ndarray]:
     """Read per-layer ζ matrices written by save_diversity."""
-    return [
-        np.asarray(z, dtype=np.float64).reshape(len(z), len(z)) for z in json.loads(Path(path).read_text())
-    ]
+    return [np.asarray(z, dtype=np.float64).reshape(len(z), len(z)) for z in json.loads(Path(path).read_text())]
