@@ -24,13 +24,7 @@ from spaces.supernet import SuperNet
 A, B, C, D = (0,) * 8, (1,) * 8, (2,) * 8, (3,) * 8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster, and fair to other test processes on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,7 @@ from ennas.evaluate import recalibrate_bn
 from ennas.results import read_json, read_jsonl
 from spaces.registry import get_space
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster, and fair to other test processes on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
