@@ -46,6 +46,11 @@ def create_teacher(name: str, num_classes: int, in_chans: int, drop_rate: float 
             f"DNA's teacher must be a timm EfficientNet/MobileNet-family model (conv_stem + blocks stages), "
             f"e.g. efficientnet_b0, tf_efficientnet_b7, mobilenetv2_100; got {name!r}"
         )
+    # timm's Google init draws the classifier from U(+-1/sqrt(classes)), sized for 1,000 classes; with 10 the
+    # first loss is about 5 and training stumbles: start it like the supernet's classifier instead
+    classifier = model.get_classifier()
+    nn.init.normal_(classifier.weight, 0.0, 0.01)
+    nn.init.zeros_(classifier.bias)
     return model
 
 
