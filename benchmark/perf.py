@@ -123,15 +123,38 @@ def proxy_context(method: str, batch: int, steps: int, overrides: dict | None = 
     return RunContext(cfg, Path(tempfile.mkdtemp(prefix="perf-")), torch.device("cpu"))
 
 
+def dna_loops(mctx, model: nn.Module) -> dict:
+    """DNA's training loops on `model`: one per block (frozen eval teacher) and the teacher's own training.
+
+    The teacher trained here is a copy, so the blocks' teacher stays frozen in eval mode as in a real run;
+    its weights are untrained, which changes no cost.
+    """
+    import copy
+
+    from baselines.dna_teacher import teacher_loop
+    from ennas.methods import get_method
+
+    method = get_method("dna")(mctx)
+    method.build()
+    trainee = copy.deepcopy(method.teacher).train()
+    method.teacher.eval().requires_grad_(False)
+    loops = {f"dna_block{i}": method.block_loop(model, i) for i in range(len(method.ranges))}
+    loops["dna_teacher"] = teacher_loop(mctx, trainee)
+    return loops
+
+
 def method_epoch_costs(
-    methods: tuple[str, ...] = ("spos", "cream", "ennas-wo-ds", "ennas"), batch: int = 128, steps: int = 10
+    methods: tuple[str, ...] = ("spos", "cream", "ennas-wo-ds", "ennas", "dna"), batch: int = 128, steps: int = 10
 ) -> dict:
     """Supernet epoch cost of each method relative to SPOS's on the proxy preset (after KD start).
 
     Steps of all methods are interleaved on the same batches; a method's epoch cost = median step time x
     steps per epoch (EnNAS: 1/m of the data) + its per-epoch work (EnNAS's diversity estimate) + Cream's
     meta step amortised over its interval. Probe measurements (teacher/student logging) are excluded:
-    they are instrumentation, not training.
+    they are instrumentation, not training. DNA's epoch is one pass of every block over the data (blocks
+    train one after another, each step running the frozen teacher up to the block's target stage); the
+    teacher's own training epoch is reported apart, and `dna_stage_over_spos` compares whole supernet
+    stages at the proxy preset's epoch counts (teacher + blocks vs SPOS's supernet epochs).
     """
     import copy
 
@@ -147,55 +170,75 @@ def method_epoch_costs(
     for name in methods:
         mctx = proxy_context(name, batch, steps)
         model = copy.deepcopy(ctx.supernet)
-        method = get_method(name)(mctx)
-        opt = supernet_optimizer(list(model.parameters()), mctx.cfg.supernet)
-        loop = Loop(
-            name,
-            model,
-            method,
-            opt,
-            linear_schedule(opt, 10_000),
-            mctx.data.train,
-            batch,
-            2,
-            fraction=method.epoch_fraction(),
-        )
-        t0 = time.perf_counter()
-        method.on_epoch_start(model, 1)
-        per_epoch[name] = time.perf_counter() - t0
-        for step, (x, y) in enumerate(batches[:10]):  # warm-up; fills Cream's board
-            train_step(mctx, loop, x, y, 1, 2 * step + 1)
-        loops[name] = (mctx, loop)
-    times: dict[str, list[float]] = {name: [] for name in methods}
+        if name == "dna":
+            named = dna_loops(mctx, model)
+        else:
+            method = get_method(name)(mctx)
+            opt = supernet_optimizer(list(model.parameters()), mctx.cfg.supernet)
+            loop = Loop(
+                name,
+                model,
+                method,
+                opt,
+                linear_schedule(opt, 10_000),
+                mctx.data.train,
+                batch,
+                2,
+                fraction=method.epoch_fraction(),
+            )
+            t0 = time.perf_counter()
+            method.on_epoch_start(model, 1)
+            per_epoch[name] = time.perf_counter() - t0
+            named = {name: loop}
+        for key, loop in named.items():
+            for step, (x, y) in enumerate(batches[:10]):  # warm-up; fills Cream's board
+                train_step(mctx, loop, x, y, 1, 2 * step + 1)
+            loops[key] = (mctx, loop)
+    contenders = tuple(loops)
+    times: dict[str, list[float]] = {key: [] for key in contenders}
     for step, (x, y) in enumerate(batches[10:]):
-        order = methods if step % 2 else tuple(reversed(methods))
-        for name in order:
-            mctx, loop = loops[name]
+        order = contenders if step % 2 else tuple(reversed(contenders))
+        for key in order:
+            mctx, loop = loops[key]
             t0 = time.perf_counter()
             train_step(mctx, loop, x, y, 1, 2 * step + 1)  # odd steps: Cream's meta step is timed apart
-            times[name].append(time.perf_counter() - t0)
+            times[key].append(time.perf_counter() - t0)
     full_steps = len(ctx.data.train) // batch
     out: dict = {
         "what": f"s1/proxy, batch {batch}, {steps} interleaved steps per method, epoch = {full_steps} SPOS steps"
     }
-    for name in methods:
-        mctx, loop = loops[name]
-        step_s = statistics.median(times[name])
-        epoch_s = step_s * full_steps * loop.fraction + per_epoch[name]
-        if name == "cream":
-            x, y = batches[-1]
-            x = x.contiguous(memory_format=torch.channels_last)
-            student = loop.method.sample_one(mctx.path_rng(1, 0))
-            t0 = time.perf_counter()
-            loop.method.meta_update(loop.model, x, y, student, mctx.cfg.supernet.lr)
-            meta_s = time.perf_counter() - t0
-            epoch_s += meta_s * full_steps / 200  # the paper's meta interval
-            out["cream_meta_step_s"] = meta_s
-        out[f"{name}_step_s"] = step_s
-        out[f"{name}_epoch_s"] = epoch_s
-        out[f"{name}_per_epoch_work_s"] = per_epoch[name]
+    for key in contenders:
+        mctx, loop = loops[key]
+        step_s = statistics.median(times[key])
+        out[f"{key}_step_s"] = step_s
+        out[f"{key}_epoch_s"] = step_s * full_steps * loop.fraction + per_epoch.get(key, 0.0)
+        if key in per_epoch:
+            out[f"{key}_per_epoch_work_s"] = per_epoch[key]
+    if "cream" in loops:
+        mctx, loop = loops["cream"]
+        x, y = batches[-1]
+        x = x.contiguous(memory_format=torch.channels_last)
+        student = loop.method.sample_one(mctx.path_rng(1, 0))
+        t0 = time.perf_counter()
+        loop.method.meta_update(loop.model, x, y, student, mctx.cfg.supernet.lr)
+        out["cream_meta_step_s"] = time.perf_counter() - t0
+        out["cream_epoch_s"] += out["cream_meta_step_s"] * full_steps / 200  # the paper's meta interval
+    if "dna" in methods:
+        blocks = [key for key in contenders if key.startswith("dna_block")]
+        out["dna_epoch_s"] = sum(out[f"{key}_epoch_s"] for key in blocks)
     for name in methods:
         out[f"{name}_over_spos"] = out[f"{name}_epoch_s"] / out["spos_epoch_s"]
+    if "dna" in methods:
+        cfg = loops["dna_teacher"][0].cfg
+        out["dna_teacher_over_spos"] = out["dna_teacher_epoch_s"] / out["spos_epoch_s"]
+        dna_stage = (
+            cfg.distill.teacher_epochs * out["dna_teacher_epoch_s"] + cfg.distill.block_epochs * out["dna_epoch_s"]
+        )
+        out["dna_stage_over_spos"] = dna_stage / (cfg.supernet.epochs * out["spos_epoch_s"])
+        out["dna_stage_what"] = (
+            f"{cfg.distill.teacher_epochs} teacher epochs + {cfg.distill.block_epochs} epochs per block "
+            f"vs {cfg.supernet.epochs} SPOS supernet epochs"
+        )
     out["goals"] = "ennas <= 1.05 x spos (paper: equal); cream ~1.3 x spos (paper)"
     return out
 

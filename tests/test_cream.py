@@ -1,11 +1,7 @@
 """Cream: board admission, meta-matching pick, second-order meta gradient, loss mix, state, CLI; step cost vs SPOS."""
 
-import copy
 import io
 import json
-import tempfile
-import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -282,61 +278,3 @@ def test_smoke_cli(tmp_path):
     last = supernet[-1]
     assert last["board_size_filled"] == 3 and last["meta_updates"] == 1
     assert last["gap"] == pytest.approx(last["teacher_acc"] - last["student_acc"])
-
-
-# --- cost relative to SPOS (measured, not asserted; run `python tests/test_cream.py`) --------------------
-def cream_vs_spos_step_cost(steps: int = 20, batch_size: int = 128, threads: int = 2, seed: int = 0) -> dict:
-    """Seconds per supernet step of Cream (after KD start, full board of 10) and SPOS on the same batches and paths
-    of the s1 proxy preset, steps interleaved so machine load hits both alike (medians); Cream's meta step is
-    timed once and amortised over its interval (the proxy preset's and the paper's 200)."""
-    from ennas.engine import Loop, train_step
-    from ennas.optim import linear_schedule, supernet_optimizer
-
-    torch.set_num_threads(threads)
-    overrides = {
-        "data": {"train_size": batch_size * (steps + 12)},
-        "supernet": {"batch_size": batch_size, "epochs": 2},
-        "distill": {"start_epoch": 0, "board_size": 10},
-    }
-    cfg = resolve("proxy", overrides, method="cream", space="s1", seed=seed)
-    ctx = RunContext(cfg, Path(tempfile.mkdtemp()), torch.device("cpu"))
-    loader = torch.utils.data.DataLoader(ctx.data.train, batch_size=batch_size, shuffle=False)
-    batches = [b for _, b in zip(range(steps + 11), loader)]
-    loops = {}
-    for name in ("spos", "cream"):
-        model = copy.deepcopy(ctx.supernet)
-        method = get_method(name)(ctx)
-        opt = supernet_optimizer(list(model.parameters()), cfg.supernet)
-        loops[name] = Loop(name, model, method, opt, linear_schedule(opt, 10_000), ctx.data.train, batch_size, 2)
-    cream_loop = loops["cream"]
-    for step, (x, y) in enumerate(batches[:10]):  # fill the board (untimed): the first 10 paths enter
-        train_step(ctx, cream_loop, x, y, 0, 2 * step + 1)
-    assert len(cream_loop.method.board) == 10
-    times = {"spos": [], "cream": []}
-    for step, (x, y) in enumerate(batches[10 : 10 + steps]):
-        for name in ("spos", "cream") if step % 2 else ("cream", "spos"):
-            start = time.perf_counter()
-            train_step(ctx, loops[name], x, y, 1, 2 * step + 1)  # odd steps: no meta step inside
-            times[name].append(time.perf_counter() - start)
-    x, y = batches[-1]
-    x = x.contiguous(memory_format=torch.channels_last)
-    student = cream_loop.method.sample_one(ctx.path_rng(1, 0))
-    start = time.perf_counter()
-    cream_loop.method.meta_update(cream_loop.model, x, y, student, cfg.supernet.lr)
-    meta_s = time.perf_counter() - start
-    spos_s, cream_s = (sorted(times[k])[steps // 2] for k in ("spos", "cream"))
-    interval = cfg.distill.meta_interval
-    return {
-        "steps": steps,
-        "batch_size": batch_size,
-        "threads": threads,
-        "spos_s_per_step": spos_s,
-        "cream_s_per_step": cream_s,
-        "meta_step_s": meta_s,
-        f"ratio_meta_every_{interval}": (cream_s + meta_s / interval) / spos_s,
-        "ratio_meta_every_200": (cream_s + meta_s / 200) / spos_s,
-    }
-
-
-if __name__ == "__main__":
-    print(json.dumps(cream_vs_spos_step_cost(), indent=2))
