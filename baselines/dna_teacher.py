@@ -20,11 +20,10 @@ from torch import nn
 
 from ennas import distributed as dist
 from ennas.context import RunContext, stream_seed
-from ennas.engine import Loop, steps_per_epoch, train_epochs
+from ennas.engine import Loop, train_epochs
 from ennas.evaluate import evaluate
-from ennas.optim import retrain_optimizer, retrain_schedule
 from ennas.results import load_torch, save_torch
-from ennas.retrain import PlainTraining
+from ennas.retrain import plain_loop
 from spaces.registry import SpaceSpec
 
 # "" picks these: EfficientNet-B0 has the stage layout the ImageNet mobile spaces copy (24/40/80/112/192 at
@@ -191,21 +190,11 @@ def teacher_loop(ctx: RunContext, teacher: nn.Module) -> Loop:
     epochs = ctx.cfg.distill.teacher_epochs
     warmup = min(ctx.cfg.retrain.warmup_epochs, epochs // 3)  # at most a third of a short run
     cfg = dataclasses.replace(ctx.cfg.retrain, epochs=epochs, lr_decay=0.0, warmup_epochs=warmup)
-    optimizer = retrain_optimizer(list(teacher.parameters()), cfg)
-    loop = Loop(
-        name="teacher",
-        model=teacher,
-        method=PlainTraining(cfg.label_smoothing, None),
-        optimizer=optimizer,
-        scheduler=None,
-        dataset=ctx.data.train,
-        batch_size=cfg.batch_size,
-        epochs=epochs,
-        max_steps_per_epoch=cfg.max_steps_per_epoch,
-        on_epoch_end=lambda epoch: {"teacher_search_acc": search_accuracy(ctx, teacher)},
-    )
-    loop.scheduler = retrain_schedule(optimizer, cfg, steps_per_epoch(loop, len(ctx.data.train)))
-    return loop
+
+    def on_epoch_end(epoch: int) -> dict:
+        return {"teacher_search_acc": search_accuracy(ctx, teacher)}
+
+    return plain_loop(ctx, "teacher", teacher, cfg, on_epoch_end=on_epoch_end)
 
 
 def search_accuracy(ctx: RunContext, teacher: nn.Module) -> float:

@@ -223,6 +223,13 @@ def method_epoch_costs(
         loop.method.meta_update(loop.model, x, y, student, mctx.cfg.supernet.lr)
         out["cream_meta_step_s"] = time.perf_counter() - t0
         out["cream_epoch_s"] += out["cream_meta_step_s"] * full_steps / 200  # the paper's meta interval
+        picks = []
+        for _ in range(5):  # the meta-matching choice alone: the student on every board entry's stored images
+            t0 = time.perf_counter()
+            loop.method.pick(loop.model, student)
+            picks.append(time.perf_counter() - t0)
+        out["cream_pick_s"] = statistics.median(picks)
+        out["cream_pick_share_of_step"] = out["cream_pick_s"] / out["cream_step_s"]
     if "dna" in methods:
         blocks = [key for key in contenders if key.startswith("dna_block")]
         out["dna_epoch_s"] = sum(out[f"{key}_epoch_s"] for key in blocks)

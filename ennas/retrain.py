@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from timm.utils import ModelEmaV2
 from torch import nn
 
 from ennas import distributed as dist
+from ennas.config import RetrainConfig
 from ennas.context import RunContext, stream_seed
 from ennas.engine import Loop, steps_per_epoch, train_epochs
 from ennas.evaluate import evaluate
@@ -54,6 +57,36 @@ def set_dropout(model: nn.Module, p: float) -> None:
             m.p = p
 
 
+def plain_loop(
+    ctx: RunContext,
+    name: str,
+    net: nn.Module,
+    cfg: RetrainConfig,
+    ema: ModelEmaV2 | None = None,
+    on_epoch_end: Callable[[int], dict] | None = None,
+) -> Loop:
+    """The shared loop training one stand-alone network on the training split with a retraining recipe `cfg`.
+
+    Used for the found architecture and for DNA's teacher, so both follow one recipe implementation.
+    """
+    optimizer = retrain_optimizer(list(net.parameters()), cfg)
+    loop = Loop(
+        name=name,
+        model=net,
+        method=PlainTraining(cfg.label_smoothing, ema),
+        optimizer=optimizer,
+        scheduler=None,
+        dataset=ctx.data.train,
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        max_steps_per_epoch=cfg.max_steps_per_epoch,
+        extra_state={"ema": ema} if ema is not None else {},
+        on_epoch_end=on_epoch_end,
+    )
+    loop.scheduler = retrain_schedule(optimizer, cfg, steps_per_epoch(loop, len(ctx.data.train)))
+    return loop
+
+
 def retrain(ctx: RunContext, arch: Arch) -> dict:
     """Train `arch` from scratch with the preset's recipe; return top-1/top-5 (%) on the real test set."""
     cfg = ctx.cfg.retrain
@@ -64,20 +97,7 @@ def retrain(ctx: RunContext, arch: Arch) -> dict:
     if ctx.cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     ema = ModelEmaV2(net, decay=cfg.ema_decay) if cfg.ema_decay else None
-    optimizer = retrain_optimizer(list(net.parameters()), cfg)
-    loop = Loop(
-        name="retrain",
-        model=net,
-        method=PlainTraining(cfg.label_smoothing, ema),
-        optimizer=optimizer,
-        scheduler=None,
-        dataset=ctx.data.train,
-        batch_size=cfg.batch_size,
-        epochs=cfg.epochs,
-        max_steps_per_epoch=cfg.max_steps_per_epoch,
-        extra_state={"ema": ema} if ema is not None else {},
-    )
-    loop.scheduler = retrain_schedule(optimizer, cfg, steps_per_epoch(loop, len(ctx.data.train)))
+    loop = plain_loop(ctx, "retrain", net, cfg, ema)
     records = train_epochs(ctx, loop)
     final_model = ema.module if ema is not None else net
     final_model.eval()
