@@ -1,4 +1,4 @@
-"""Cream: board admission, meta-matching pick, second-order meta gradient, loss mix, state, CLI; step cost vs SPOS."""
+"""Cream: board admission, meta-matching pick, second-order meta gradient, loss mix, state, CLI (cost: benchmark.perf)."""
 
 import io
 import json
