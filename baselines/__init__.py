@@ -1,6 +1,6 @@
 """Baseline methods (SPOS, Cream, DNA), each a method object plugged into the shared engine.
 
-Importing this package registers every baseline in `ennas.methods.METHODS`.
+Importing this package registers every baseline in `ennas.core.method.METHODS`.
 """
 
 from baselines import (
@@ -8,4 +8,3 @@ from baselines import (
     dna,  # noqa: F401
     spos,  # noqa: F401
 )
-from ennas import ennas_method  # noqa: F401  (registers ennas, ennas-wo-ds)

@@ -9,12 +9,14 @@ so slow phases of a shared machine hit both sides alike.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -81,8 +83,6 @@ def supernet_vs_static(space_name: str = "s1", batch: int = 128, rounds: int = 5
 
 def spos_training_throughput(space_name: str = "s1", batch: int = 128, steps: int = 20) -> dict:
     """Images/s of SPOS supernet training (a new uniform path every step), channels_last vs contiguous."""
-    import numpy as np
-
     from spaces.arch import sample_uniform
 
     space = get_space(space_name, "proxy")
@@ -108,8 +108,9 @@ def proxy_context(method: str, batch: int, steps: int, overrides: dict | None = 
     import tempfile
     from pathlib import Path
 
-    from ennas.config import resolve
-    from ennas.context import RunContext
+    from benchmark.preset import load_preset
+    from ennas.core.config import resolve
+    from ennas.core.context import RunContext
 
     base = {
         "data": {"train_size": batch * (steps + 12) * 4},
@@ -119,140 +120,112 @@ def proxy_context(method: str, batch: int, steps: int, overrides: dict | None = 
     }
     for key, value in (overrides or {}).items():
         base.setdefault(key, {}).update(value)
-    cfg = resolve("proxy", base, method=method, space="s1")
+    cfg = resolve(load_preset("proxy"), base, method=method, space="s1")
     return RunContext(cfg, Path(tempfile.mkdtemp(prefix="perf-")), torch.device("cpu"))
 
 
-def dna_loops(mctx, model: nn.Module) -> dict:
-    """DNA's training loops on `model`: one per block (frozen eval teacher) and the teacher's own training.
+def cost_key(method: str, loop: str) -> str:
+    """The figure's name for one loop of a method: the method's own name for its supernet loop."""
+    return method if loop == "supernet" else f"{method}_{loop}"
 
-    The teacher trained here is a copy, so the blocks' teacher stays frozen in eval mode as in a real run;
-    its weights are untrained, which changes no cost.
+
+def method_loops(methods: tuple[str, ...], batch: int, steps: int, batches: list) -> tuple[dict, dict]:
+    """Every method's cost loops on one shared initial supernet, warmed up; and each loop's per-epoch work (s).
+
+    The per-epoch work is the policy's `on_epoch_start` (EnNAS's diversity estimate), timed once.
     """
     import copy
 
-    from baselines.dna_teacher import teacher_loop
-    from ennas.methods import get_method
+    from benchmark.methods import METHODS
+    from ennas.core.loop import train_step
 
-    method = get_method("dna")(mctx)
-    method.build()
-    trainee = copy.deepcopy(method.teacher).train()
-    method.teacher.eval().requires_grad_(False)
-    loops = {f"dna_block{i}": method.block_loop(model, i) for i in range(len(method.ranges))}
-    loops["dna_teacher"] = teacher_loop(mctx, trainee)
-    return loops
+    ctx = proxy_context("spos", batch, steps)
+    loops, per_epoch = {}, {}
+    for name in methods:
+        mctx = proxy_context(name, batch, steps)
+        model = copy.deepcopy(ctx.supernet)
+        method = METHODS[name](mctx)
+        for key, loop in method.cost_loops(model).items():
+            t0 = time.perf_counter()
+            loop.policy.on_epoch_start(loop.model, 1)
+            per_epoch[cost_key(name, key)] = time.perf_counter() - t0
+            for step, (x, y) in enumerate(batches[:10]):  # warm-up; fills Cream's board
+                train_step(mctx, loop, x, y, 1, 2 * step + 1)
+            loops[cost_key(name, key)] = (mctx, loop, name)
+    return loops, per_epoch
+
+
+def cream_extras(mctx, loop, batch: tuple, step_s: float) -> dict:
+    """Cream's meta step (amortised over the paper's interval of 200 steps) and its meta-matching choice alone."""
+    x, y = batch
+    x = x.contiguous(memory_format=torch.channels_last)
+    student = loop.policy.sample_one(np.random.default_rng(0))
+    t0 = time.perf_counter()
+    loop.policy.meta_update(loop.model, x, y, student, mctx.cfg.supernet.lr)
+    out = {"cream_meta_step_s": time.perf_counter() - t0}
+    picks = []
+    for _ in range(5):  # the student on every board entry's stored images
+        t0 = time.perf_counter()
+        loop.policy.pick(loop.model, student)
+        picks.append(time.perf_counter() - t0)
+    out["cream_pick_s"] = statistics.median(picks)
+    out["cream_pick_share_of_step"] = out["cream_pick_s"] / step_s
+    return out
 
 
 def method_epoch_costs(
     methods: tuple[str, ...] = ("spos", "cream", "ennas-wo-ds", "ennas", "dna"), batch: int = 128, steps: int = 10
 ) -> dict:
-    """Supernet epoch cost of each method relative to SPOS's on the proxy preset (after KD start).
+    """Supernet cost of each method relative to SPOS's on the proxy preset (after the KD start).
 
-    Steps of all methods are interleaved on the same batches; a method's epoch cost = median step time x
-    steps per epoch (EnNAS: 1/m of the data) + its per-epoch work (EnNAS's diversity estimate) + Cream's
-    meta step amortised over its interval. Probe measurements (teacher/student logging) are excluded:
-    they are instrumentation, not training. DNA's epoch is one pass of every block over the data (blocks
-    train one after another, each step running the frozen teacher up to the block's target stage); the
-    teacher's own training epoch is reported apart, and `dna_stage_over_spos` compares whole supernet
-    stages at the proxy preset's epoch counts (teacher + blocks vs SPOS's supernet epochs).
+    Every method's cost loops (`Method.cost_loops`: the supernet loop; DNA's teacher and blocks) step in
+    alternation on the same batches. A loop's epoch = median step time x its steps per epoch (EnNAS: 1/m of
+    the data) + its per-epoch work; a method's epoch is one epoch of each of its loops, and its stage is
+    each loop's epochs at the preset's counts (DNA: teacher epochs + epochs per block). Cream's meta step is
+    timed apart and amortised. Probe measurements are instrumentation, not training, and excluded.
     """
-    import copy
-
-    import baselines  # noqa: F401
-    from ennas.engine import Loop, train_step
-    from ennas.methods import get_method
-    from ennas.optim import linear_schedule, supernet_optimizer
+    from benchmark.preset import load_preset
+    from ennas.core.config import resolve
+    from ennas.core.loop import steps_per_epoch, train_step
 
     ctx = proxy_context("spos", batch, steps)
     loader = torch.utils.data.DataLoader(ctx.data.train, batch_size=batch, shuffle=False)
     batches = [b for _, b in zip(range(steps + 10), loader)]
-    loops, per_epoch = {}, {}
-    for name in methods:
-        mctx = proxy_context(name, batch, steps)
-        model = copy.deepcopy(ctx.supernet)
-        if name == "dna":
-            named = dna_loops(mctx, model)
-        else:
-            method = get_method(name)(mctx)
-            opt = supernet_optimizer(list(model.parameters()), mctx.cfg.supernet)
-            loop = Loop(
-                name,
-                model,
-                method,
-                opt,
-                linear_schedule(opt, 10_000),
-                mctx.data.train,
-                batch,
-                2,
-                fraction=method.epoch_fraction(),
-            )
-            t0 = time.perf_counter()
-            method.on_epoch_start(model, 1)
-            per_epoch[name] = time.perf_counter() - t0
-            named = {name: loop}
-        for key, loop in named.items():
-            for step, (x, y) in enumerate(batches[:10]):  # warm-up; fills Cream's board
-                train_step(mctx, loop, x, y, 1, 2 * step + 1)
-            loops[key] = (mctx, loop)
-    contenders = tuple(loops)
-    times: dict[str, list[float]] = {key: [] for key in contenders}
+    loops, per_epoch = method_loops(methods, batch, steps, batches)
+    train_size = resolve(load_preset("proxy"), method="spos", space="s1").data.train_size  # what a proxy epoch sees
+    times: dict[str, list[float]] = {key: [] for key in loops}
     for step, (x, y) in enumerate(batches[10:]):
-        order = contenders if step % 2 else tuple(reversed(contenders))
-        for key in order:
-            mctx, loop = loops[key]
+        for key in loops if step % 2 else reversed(loops):
+            mctx, loop, _ = loops[key]
             t0 = time.perf_counter()
             train_step(mctx, loop, x, y, 1, 2 * step + 1)  # odd steps: Cream's meta step is timed apart
             times[key].append(time.perf_counter() - t0)
-    full_steps = len(ctx.data.train) // batch
-    out: dict = {
-        "what": f"s1/proxy, batch {batch}, {steps} interleaved steps per method, epoch = {full_steps} SPOS steps"
-    }
-    for key in contenders:
-        mctx, loop = loops[key]
+    out: dict = {"what": f"s1/proxy, batch {batch}, {steps} interleaved steps per loop; epoch of {train_size} images"}
+    for name in methods:
+        out[f"{name}_epoch_s"] = out[f"{name}_stage_s"] = 0.0
+    for key, (mctx, loop, name) in loops.items():
         step_s = statistics.median(times[key])
-        out[f"{key}_step_s"] = step_s
-        out[f"{key}_epoch_s"] = step_s * full_steps * loop.fraction + per_epoch.get(key, 0.0)
-        if key in per_epoch:
-            out[f"{key}_per_epoch_work_s"] = per_epoch[key]
-    if "cream" in loops:
-        mctx, loop = loops["cream"]
-        x, y = batches[-1]
-        x = x.contiguous(memory_format=torch.channels_last)
-        student = loop.method.sample_one(mctx.path_rng(1, 0))
-        t0 = time.perf_counter()
-        loop.method.meta_update(loop.model, x, y, student, mctx.cfg.supernet.lr)
-        out["cream_meta_step_s"] = time.perf_counter() - t0
-        out["cream_epoch_s"] += out["cream_meta_step_s"] * full_steps / 200  # the paper's meta interval
-        picks = []
-        for _ in range(5):  # the meta-matching choice alone: the student on every board entry's stored images
-            t0 = time.perf_counter()
-            loop.method.pick(loop.model, student)
-            picks.append(time.perf_counter() - t0)
-        out["cream_pick_s"] = statistics.median(picks)
-        out["cream_pick_share_of_step"] = out["cream_pick_s"] / out["cream_step_s"]
-    if "dna" in methods:
-        blocks = [key for key in contenders if key.startswith("dna_block")]
-        out["dna_epoch_s"] = sum(out[f"{key}_epoch_s"] for key in blocks)
+        epoch_steps = steps_per_epoch(dataclasses.replace(loop.plan, dataset=range(train_size)))
+        epoch_s = step_s * epoch_steps + per_epoch[key]
+        out.update({f"{key}_step_s": step_s, f"{key}_epoch_s": epoch_s, f"{key}_per_epoch_work_s": per_epoch[key]})
+        if name == "cream":
+            extras = cream_extras(mctx, loop, batches[-1], step_s)
+            epoch_s += extras["cream_meta_step_s"] * epoch_steps / 200  # the paper's interval
+            out.update(extras, cream_epoch_s=epoch_s)
+        if key != name:
+            out[f"{name}_epoch_s"] += epoch_s
+        out[f"{name}_stage_s"] += loop.plan.epochs * epoch_s
+        out[f"{key}_epochs"] = loop.plan.epochs
     for name in methods:
         out[f"{name}_over_spos"] = out[f"{name}_epoch_s"] / out["spos_epoch_s"]
-    if "dna" in methods:
-        cfg = loops["dna_teacher"][0].cfg
-        out["dna_teacher_over_spos"] = out["dna_teacher_epoch_s"] / out["spos_epoch_s"]
-        dna_stage = (
-            cfg.distill.teacher_epochs * out["dna_teacher_epoch_s"] + cfg.distill.block_epochs * out["dna_epoch_s"]
-        )
-        out["dna_stage_over_spos"] = dna_stage / (cfg.supernet.epochs * out["spos_epoch_s"])
-        out["dna_stage_what"] = (
-            f"{cfg.distill.teacher_epochs} teacher epochs + {cfg.distill.block_epochs} epochs per block "
-            f"vs {cfg.supernet.epochs} SPOS supernet epochs"
-        )
+        out[f"{name}_stage_over_spos"] = out[f"{name}_stage_s"] / out["spos_stage_s"]
     out["goals"] = "ennas <= 1.05 x spos (paper: equal); cream ~1.3 x spos (paper)"
     return out
 
 
 def ensemble_solver(quick: bool) -> dict:
     """Ensemble-weight solve time, newton vs ECOS, at (B 256, C 10) and (B 256, C 1000), m 4 (ECOS once)."""
-    from ennas.ensemble import solver_timings
+    from benchmark.solver_fixtures import solver_timings
 
     small = solver_timings(256, 10, 4, repeats=5, include_ecos=True)
     large = solver_timings(256, 1000, 4, repeats=5, include_ecos=not quick)
@@ -260,44 +233,25 @@ def ensemble_solver(quick: bool) -> dict:
 
 
 def solver_share(batch: int = 128, steps: int = 6) -> dict:
-    """Share of the ensemble-weight solve in one EnNAS training step (s1 proxy, m 4)."""
-    import baselines  # noqa: F401
-    from ennas import ensemble
-    from ennas.engine import Loop, train_step
-    from ennas.methods import get_method
-    from ennas.optim import linear_schedule, supernet_optimizer
+    """Share of the ensemble-weight solve in EnNAS training steps (s1 proxy, m 4), as the method logs it."""
+    from benchmark.methods import METHODS
+    from ennas.core.loop import train_step
+    from ennas.core.method import supernet_loop
 
     ctx = proxy_context("ennas-wo-ds", batch, steps)
-    method = get_method("ennas-wo-ds")(ctx)
-    opt = supernet_optimizer(list(ctx.supernet.parameters()), ctx.cfg.supernet)
-    loop = Loop("supernet", ctx.supernet, method, opt, linear_schedule(opt, 10_000), ctx.data.train, batch, 2)
+    method = METHODS["ennas-wo-ds"](ctx)
+    loop = supernet_loop(ctx, method, ctx.supernet)
     loader = torch.utils.data.DataLoader(ctx.data.train, batch_size=batch, shuffle=False)
-    solve_times: list[float] = []
-    original = ensemble.ensemble_weights
-
-    def timed_solve(*args, **kwargs):
-        t0 = time.perf_counter()
-        result = original(*args, **kwargs)
-        solve_times.append(time.perf_counter() - t0)
-        return result
-
-    import ennas.ennas_method as em
-
-    em.ensemble_weights = timed_solve
-    try:
-        step_times = []
-        for step, (x, y) in zip(range(steps + 1), loader):
-            t0 = time.perf_counter()
-            train_step(ctx, loop, x, y, 1, step)
-            step_times.append(time.perf_counter() - t0)
-    finally:
-        em.ensemble_weights = original
-    step_s, solve_s = statistics.median(step_times[1:]), statistics.median(solve_times[1:])
+    for step, (x, y) in zip(range(steps + 1), loader):
+        if step == 1:
+            method.on_epoch_start(ctx.supernet, 1)  # the first step warms up; the method's sums restart
+        train_step(ctx, loop, x, y, 1, step)
+    metrics = method.sums  # the method's own timing of its steps and solves (see ennas.method.ennas)
     return {
-        "what": f"ennas step, s1/proxy, batch {batch}, m 4",
-        "step_s": step_s,
-        "solve_s": solve_s,
-        "solver_share": solve_s / step_s,
+        "what": f"ennas-wo-ds steps, s1/proxy, batch {batch}, m 4 ({steps} steps after one warm-up)",
+        "step_s": metrics["step_s"] / steps,
+        "solve_s": metrics["solve_s"] / steps,
+        "solver_share": metrics["solve_s"] / metrics["step_s"],
         "goal": "well under 1%",
     }
 
@@ -329,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = SECTIONS[name](args.quick)
         print(json.dumps({name: results[name]}, default=float), flush=True)
     if args.json:
-        from ennas.results import write_json
+        from ennas.core.io import write_json
 
         write_json(args.json, results)
     return 0

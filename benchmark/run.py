@@ -15,14 +15,15 @@ from pathlib import Path
 
 import torch
 
-import baselines  # noqa: F401  (registers the baseline methods)
-from ennas import distributed as dist
-from ennas.config import ConfigError, list_presets, parse_overrides, resolve
-from ennas.context import RunContext
+from benchmark.methods import METHODS
+from benchmark.preset import list_presets, load_preset
+from ennas.core import distributed as dist
+from ennas.core.config import ConfigError, parse_overrides, resolve
+from ennas.core.context import RunContext
+from ennas.core.loop import TrainingDiverged
+from ennas.core.method import get_method
+from ennas.core.pipeline import run_pipeline
 from ennas.data import DataError
-from ennas.engine import TrainingDiverged
-from ennas.methods import METHODS, get_method
-from ennas.pipeline import run_pipeline
 from spaces.registry import get_space, list_spaces
 
 
@@ -58,7 +59,7 @@ def run_one(args: argparse.Namespace, method_name: str) -> dict:
         data["dataset"] = args.dataset
     if args.data:
         data["root"] = args.data
-    cfg = resolve(args.preset, overrides, method=method_name, space=args.space, seed=args.seed)
+    cfg = resolve(load_preset(args.preset), overrides, method=method_name, space=args.space, seed=args.seed)
     preset_name = Path(args.preset).stem
     out = args.out or Path("runs") / preset_name / f"{method_name}-{cfg.space}-seed{cfg.seed}"
     if args.out and args.method == "all":

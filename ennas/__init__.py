@@ -1,1 +1,1 @@
-"""The shared core and EnNAS: data, distributed, engine, distillation, diversity, search, retraining."""
+"""The suite's library: the engine (`core`), the data layer (`data`), seeding, and the EnNAS method (`method`)."""

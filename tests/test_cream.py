@@ -1,23 +1,24 @@
-"""Cream: board admission, meta-matching pick, second-order meta gradient, loss mix, state, CLI (cost: benchmark.perf)."""
+"""Cream: board admission, meta-matching pick, second-order meta gradient, loss mix, state, its smoke run's board.
 
+Resume and the smoke pipeline itself are checked for every method in test_method_contract.py; cost in
+benchmark.perf."""
+
+import dataclasses
 import io
 import json
 
 import pytest
 import torch
+from helpers import preset_config
 
-from baselines import cream
-from baselines.cream import Cream, Entry, admit, choose_teacher, meta_ratings
-from benchmark.run import main as run_main
-from ennas.config import resolve
-from ennas.context import RunContext
-from ennas.distill import soft_target_ce
-from ennas.methods import get_method
-from ennas.pipeline import supernet_stage
-from ennas.results import read_jsonl
+from baselines.cream import Cream, Entry, admit, choose_teacher, meta_ratings, soft_target_ce
+from ennas.core.context import RunContext
+from ennas.core.loop import Step
+from ennas.core.method import get_method
 from spaces.supernet import SuperNet
 
 A, B, C, D = (0,) * 8, (1,) * 8, (2,) * 8, (3,) * 8
+GAP = 5.0  # the official entry margin (cream.acc_gap)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory):
-    cfg = resolve("smoke", {"channels_last": False}, method="cream", space="s1")
+    cfg = preset_config("smoke", {"channels_last": False}, method="cream", space="s1")
     return RunContext(cfg, tmp_path_factory.mktemp("cream"), torch.device("cpu"))
 
 
@@ -48,29 +49,29 @@ def filled_board(model, x, archs, dtype=torch.float32):
 
 # --- board admission ------------------------------------------------------------------------------
 def test_admit_not_full_enters_sorted():
-    board = admit([], Entry(10.0, 5, A), 3)
-    board = admit(board, Entry(30.0, 5, B), 3)
-    board = admit(board, Entry(20.0, 5, C), 3)
+    board = admit([], Entry(10.0, 5, A), 3, GAP)
+    board = admit(board, Entry(30.0, 5, B), 3, GAP)
+    board = admit(board, Entry(20.0, 5, C), 3, GAP)
     assert [e.arch for e in board] == [B, C, A]
-    board = admit(board, Entry(1.0, 5, D), 4)  # not full at size 4: even a poor path enters, last
+    board = admit(board, Entry(1.0, 5, D), 4, GAP)  # not full at size 4: even a poor path enters, last
     assert [e.arch for e in board] == [B, C, A, D]
 
 
 def test_admit_full_rules():
     board = [Entry(30.0, 100, A), Entry(20.0, 100, B), Entry(10.0, 100, C)]
-    beaten = admit(board, Entry(15.1, 200, D), 3)  # > worst + 5 with more FLOPs: enters, worst dropped
+    beaten = admit(board, Entry(15.1, 200, D), 3, GAP)  # > worst + 5 with more FLOPs: enters, worst dropped
     assert [e.arch for e in beaten] == [A, B, D] and len(beaten) == 3
-    assert admit(board, Entry(14.9, 200, D), 3) == board  # < worst + 5 with more FLOPs: rejected
-    assert admit(board, Entry(15.0, 200, D), 3) == board  # exactly +5 is not "beats by 5"
-    cheaper = admit(board, Entry(10.5, 50, D), 3)  # beats worst with fewer FLOPs: enters
+    assert admit(board, Entry(14.9, 200, D), 3, GAP) == board  # < worst + 5 with more FLOPs: rejected
+    assert admit(board, Entry(15.0, 200, D), 3, GAP) == board  # exactly +5 is not "beats by 5"
+    cheaper = admit(board, Entry(10.5, 50, D), 3, GAP)  # beats worst with fewer FLOPs: enters
     assert [e.arch for e in cheaper] == [A, B, D]
-    assert admit(board, Entry(10.0, 50, D), 3) == board  # ties the worst: not better, rejected
-    assert admit(board, Entry(9.0, 1, D), 3) == board  # fewer FLOPs but worse: rejected
+    assert admit(board, Entry(10.0, 50, D), 3, GAP) == board  # ties the worst: not better, rejected
+    assert admit(board, Entry(9.0, 1, D), 3, GAP) == board  # fewer FLOPs but worse: rejected
     assert board == [Entry(30.0, 100, A), Entry(20.0, 100, B), Entry(10.0, 100, C)]  # input untouched
 
 
 def test_admit_ties_rank_fewer_flops_first():
-    board = admit([Entry(20.0, 300, A)], Entry(20.0, 100, B), 2)
+    board = admit([Entry(20.0, 300, A)], Entry(20.0, 100, B), 2, GAP)
     assert [e.arch for e in board] == [B, A]
 
 
@@ -122,18 +123,18 @@ def test_loss_ce_before_start_or_empty_board_then_mix(ctx, batch):
     method = Cream(ctx)
     student = (4, 2, 7, 1, 0, 3, 5, 2)
     ce = method.criterion(model(x, student), y)
-    loss0, _ = method.batch_loss(model, x, y, [student], epoch=0, step=1)  # before distill.start_epoch
+    loss0, _ = method.batch_loss(model, Step(x, y, [student], 0, 1, 0.1))  # before distill.start_epoch
     assert loss0.item() == pytest.approx(ce.item(), rel=1e-6)
-    loss1, stats = method.batch_loss(model, x, y, [student], epoch=1, step=1)  # KD epoch, empty board
+    loss1, stats = method.batch_loss(model, Step(x, y, [student], 1, 1, 0.1))  # KD epoch, empty board
     assert loss1.item() == pytest.approx(ce.item(), rel=1e-6)
-    method.after_step(model, x, y, [student], stats, epoch=1, step=1)
+    method.after_step(model, Step(x, y, [student], 1, 1, 0.1), stats)
     assert len(method.board) == 1 and method.board[0].arch == student
     assert method.board[0].score == pytest.approx(100.0 * stats["correct"] / stats["count"])
     assert method.board[0].images.shape[0] == 4
 
     method.board = filled_board(model, x, [A, B, C])
     teacher = method.board[method.pick(model, student)].arch
-    loss2, _ = method.batch_loss(model, x, y, [student], epoch=1, step=1)
+    loss2, _ = method.batch_loss(model, Step(x, y, [student], 1, 1, 0.1))
     with torch.no_grad():
         kd = soft_target_ce(model(x, student), model(x, teacher), tau=1.0)
     assert loss2.item() == pytest.approx(0.25 * kd.item() + 0.75 * ce.item(), rel=1e-5)
@@ -176,8 +177,8 @@ def test_meta_gradient_matches_finite_difference_and_lowers_held_out_ce(ctx, bat
     finite = (held_out(eps) - held_out(-eps)) / (2 * eps)
     assert finite == pytest.approx(norm.item(), rel=1e-4)  # the second-order gradient is the true derivative
 
-    monkeypatch.setattr(cream, "META_LR", 1e-2)
-    method.meta_update(model, x, y, student, lr)  # supernet lr at its base: meta lr = META_LR
+    monkeypatch.setattr(method, "opts", dataclasses.replace(method.opts, meta_lr=1e-2))
+    method.meta_update(model, x, y, student, lr)  # supernet lr at its base: meta lr = cream.meta_lr
     after, _ = method.held_out_loss(model, x, y, student, lr)
     assert after.item() < loss.item()  # the meta step lowered the simulated student's held-out CE
     for k, v in model.state_dict().items():  # and touched nothing but the meta layer
@@ -188,8 +189,8 @@ def test_meta_gradient_matches_finite_difference_and_lowers_held_out_ce(ctx, bat
 # --- state ------------------------------------------------------------------------------------------
 def test_state_dict_round_trip_restores_board_and_meta(ctx, batch, monkeypatch):
     model, (x, y) = ctx.supernet, batch
-    monkeypatch.setattr(cream, "META_LR", 10.0)  # steps large enough to show in float32
     method = Cream(ctx)
+    monkeypatch.setattr(method, "opts", dataclasses.replace(method.opts, meta_lr=10.0))  # steps that show in float32
     method.board = filled_board(model, x, [A, B, C])
     start = method.meta.weight.detach().clone()
     method.meta_update(model, x, y, D, 0.05)  # gives the meta optimiser a momentum buffer
@@ -200,6 +201,7 @@ def test_state_dict_round_trip_restores_board_and_meta(ctx, batch, monkeypatch):
     buffer.seek(0)
 
     other = Cream(ctx)
+    monkeypatch.setattr(other, "opts", method.opts)
     other.load_state_dict(torch.load(buffer, weights_only=False))
     assert [e.summary() for e in other.board] == [e.summary() for e in method.board]
     for a, b in zip(other.board, method.board):
@@ -217,57 +219,15 @@ def test_state_dict_round_trip_restores_board_and_meta(ctx, batch, monkeypatch):
     assert method.final_extras()["board_best_arch"] == "0-0-0-0-0-0-0-0"
 
 
-def test_resumed_supernet_training_is_identical(tmp_path, monkeypatch):
-    """Killed mid-epoch after the board filled and a meta step ran, the resumed run ends bit-identical."""
-    overrides = {"supernet": {"checkpoint_steps": 1}, "distill": {"probe_sets": 1, "probe_images": 64}}
-    cfg = resolve("smoke", overrides, method="cream", space="s1")
-
-    def train(out):
-        run_ctx = RunContext(cfg, out, torch.device("cpu"))
-        supernet_stage(run_ctx, Cream(run_ctx))
-        return torch.load(out / "supernet.pt", weights_only=False), read_jsonl(out / "train_log.jsonl")
-
-    whole, whole_log = train(tmp_path / "whole")
-
-    original = Cream.after_step
-
-    def crash(self, model, x, y, paths, stats, epoch, step):
-        if (epoch, step) == (1, 3):
-            raise KeyboardInterrupt
-        original(self, model, x, y, paths, stats, epoch, step)
-
-    monkeypatch.setattr(Cream, "after_step", crash)
-    with pytest.raises(KeyboardInterrupt):
-        train(tmp_path / "resumed")
-    monkeypatch.setattr(Cream, "after_step", original)
-    resumed, resumed_log = train(tmp_path / "resumed")
-
-    assert whole["method"]["meta"].keys() and len(whole["method"]["board"]) == 3
-    for a, b in zip(whole["method"]["board"], resumed["method"]["board"], strict=True):
-        assert (a["arch"], a["score"], a["flops"]) == (b["arch"], b["score"], b["flops"])
-        assert torch.equal(a["images"], b["images"]) and torch.equal(a["probs"], b["probs"])
-    for key in ("meta", "model"):
-        state = resumed["method"]["meta"] if key == "meta" else resumed["model"]
-        for k, v in (whole["method"]["meta"] if key == "meta" else whole["model"]).items():
-            assert torch.equal(v, state[k]), k
-    drop = ("wall_s", "device_s")
-    assert [{k: v for k, v in r.items() if k not in drop} for r in whole_log] == [
-        {k: v for k, v in r.items() if k not in drop} for r in resumed_log
-    ]
-
-
 def test_registered_unsupervised(ctx):
     assert get_method("cream") is Cream and Cream.supervised is False
     assert Cream(ctx).extra_modules() == {}  # the meta layer is never in the supernet optimiser
 
 
-# --- end to end --------------------------------------------------------------------------------------
-def test_smoke_cli(tmp_path):
-    out = tmp_path / "run"
-    argv = ["--method", "cream", "--space", "s1", "--preset", "smoke", "--out", str(out), "--set", "threads=1"]
-    assert run_main(argv) == 0
+# --- its smoke run ---------------------------------------------------------------------------------------
+def test_smoke_run_fills_the_board_from_the_kd_start_and_records_its_choice(smoke_run):
+    out = smoke_run("cream")
     final = json.loads((out / "final.json").read_text())
-    assert final["supervised"] is False
     extras = final["extras"]
     assert extras["board_best_arch"] and extras["board_best_flops"] > 0
     result = json.loads((out / "search_result.json").read_text())

@@ -10,17 +10,17 @@ import pytest
 import torch
 from PIL import Image
 
-from ennas import datasets
-from ennas.data import DataError, EpochSampler, build_data, generator, make_loader, split_indices
+from ennas.data import DataError, EpochSampler, View, build_data, fashion_mnist, make_loader, split_indices
+from ennas.seeding import generator
 
-FMNIST = datasets.FASHION_MNIST_ROOT
+FMNIST = fashion_mnist.FASHION_MNIST_ROOT
 needs_fmnist = pytest.mark.skipif(
     not (FMNIST / "train-images-idx3-ubyte.gz").is_file(),
     reason=f"Debian package dataset-fashion-mnist not installed (no IDX files under {FMNIST})",
 )
 
 
-def indices(view: datasets.View) -> set[int]:
+def indices(view: View) -> set[int]:
     return set(view.indices.tolist())
 
 
@@ -98,7 +98,7 @@ def test_fashion_mnist_reads_any_root(tmp_path):
 
 
 def test_fashion_mnist_errors(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "FASHION_MNIST_ROOT", tmp_path / "absent")
+    monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_ROOT", tmp_path / "absent")
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist, or pass --data ROOT"):
         build_data("fashion-mnist")
     with pytest.raises(DataError, match="root does not exist"):

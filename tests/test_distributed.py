@@ -27,15 +27,15 @@ def join_group(rank: int, world: int, port: int) -> None:
 def train_few_steps(rank: int, world: int, port: int, out: str) -> None:
     """Train the SPOS supernet for a few steps under the shared loop and save params and sampled paths."""
     join_group(rank, world, port)
-    import baselines  # noqa: F401
-    from ennas.config import resolve
-    from ennas.context import RunContext
-    from ennas.methods import get_method
-    from ennas.pipeline import supernet_stage
+    from helpers import preset_config
 
-    cfg = resolve(
-        "smoke", {"supernet": {"epochs": 1, "max_steps_per_epoch": 3}, "progress": False}, method="spos", space="s1"
-    )
+    import benchmark.methods  # noqa: F401  (registers the methods)
+    from ennas.core.context import RunContext
+    from ennas.core.method import get_method
+    from ennas.core.pipeline import supernet_stage
+
+    overrides = {"supernet": {"epochs": 1, "max_steps_per_epoch": 3}, "progress": False}
+    cfg = preset_config("smoke", overrides, method="spos", space="s1")
     ctx = RunContext(cfg, Path(out) / "run", torch.device("cpu"))
     method = get_method("spos")(ctx)
     paths = []
@@ -52,7 +52,7 @@ def train_few_steps(rank: int, world: int, port: int, out: str) -> None:
 def averaged_gradient(rank: int, world: int, port: int, out: str) -> None:
     """Each rank back-propagates its half of a batch; save the averaged gradient."""
     join_group(rank, world, port)
-    from ennas import distributed as dist
+    from ennas.core import distributed as dist
     from spaces.registry import get_space
     from spaces.supernet import SuperNet
 

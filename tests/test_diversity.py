@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from ennas.diversity import estimate_diversity, load_diversity, save_diversity, subnet_diversity
+from ennas.core.probe import subnet_diversity
+from ennas.method.diversity import estimate_diversity, load_diversity, save_diversity
 
 C = 4  # channels of the toy stand-in
 

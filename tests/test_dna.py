@@ -1,20 +1,26 @@
-"""DNA: teacher alignment, block inputs from the teacher, layer-wise rating, exact traversal, smoke CLI."""
+"""DNA: teacher alignment, block inputs from the teacher, layer-wise rating, exact traversal, its smoke run
+and per-block resume (resume and the pipeline itself for every method: test_method_contract.py)."""
 
 import copy
+import dataclasses
 import itertools
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import preset_config
 
-from baselines.dna import DNA, BlockDistillation, calibrate, feature_rating, rate_block, traverse
-from baselines.dna_teacher import align_stages, block_pairs, block_ranges, block_sizes, teacher_features
-from benchmark.run import main as run_main
-from ennas.config import parse_overrides, resolve
-from ennas.context import RunContext
-from ennas.evaluate import recalibrate_bn
-from ennas.results import read_json, read_jsonl
+from baselines.dna import DNA
+from baselines.dna.blocks import BlockDistillation
+from baselines.dna.rating import calibrate, feature_rating, rate_block
+from baselines.dna.teacher import align_stages, block_pairs, block_ranges, block_sizes, teacher_features
+from baselines.dna.traverse import traverse
+from ennas.core.context import RunContext
+from ennas.core.evaluate import recalibrate_bn
+from ennas.core.io import read_json, read_jsonl
+from ennas.core.loop import Step
 from spaces.registry import get_space
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -22,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def dna(tmp_path_factory):
-    cfg = resolve("smoke", {"channels_last": False}, method="dna", space="s1")
+    cfg = preset_config("smoke", {"channels_last": False}, method="dna", space="s1")
     method = DNA(RunContext(cfg, tmp_path_factory.mktemp("dna"), torch.device("cpu")))
     method.build()
     method.teacher.eval()
@@ -83,7 +89,9 @@ def test_block_input_is_the_teachers_previous_stage_and_target_its_stage(dna, im
     method.criterion = lambda out, target: captured.append(target) or ((out - target) ** 2).mean()
     block.eval()
     with torch.no_grad():
-        method.batch_loss(block, images, torch.zeros(len(images), dtype=torch.long), [(0,) * len(block.layers)], 0, 0)
+        method.batch_loss(
+            block, Step(images, torch.zeros(len(images), dtype=torch.long), [(0,) * len(block.layers)], 0, 0, 0.1)
+        )
     for h in hooks:
         h.remove()
     target = stage_output(dna.teacher, dna.indices[i] - 1, images)
@@ -150,7 +158,7 @@ def test_traversal_finds_the_brute_force_optimum_within_budget(seed):
 
 # --- search modes and teacher sources ------------------------------------------------------------
 def test_blocks_too_large_to_enumerate_fall_back_to_evolution_on_summed_ratings(dna, monkeypatch):
-    monkeypatch.setattr("baselines.dna.EXHAUSTIVE_LIMIT", 10)
+    monkeypatch.setattr(dna, "opts", dataclasses.replace(dna.opts, exhaustive_limit=10))
     dna.teacher_ready = True  # the untrained teacher is enough to check the bookkeeping
     result = dna.search(dna.ctx.supernet)
     assert result["search_mode"] == "evolution" and result["flops"] <= dna.ctx.flops_budget
@@ -167,7 +175,7 @@ def test_blocks_too_large_to_enumerate_fall_back_to_evolution_on_summed_ratings(
 def test_teacher_loads_from_a_local_checkpoint_without_training(dna, tmp_path):
     path = tmp_path / "weights.pt"
     torch.save({"state_dict": dna.teacher.state_dict()}, path)
-    cfg = resolve("smoke", {"channels_last": False, "distill": {"teacher_checkpoint": str(path)}}, method="dna")
+    cfg = preset_config("smoke", {"channels_last": False, "dna": {"teacher_checkpoint": str(path)}}, method="dna")
     other = DNA(RunContext(cfg, tmp_path / "run", torch.device("cpu")))
     other.ready_teacher()
     assert other.info["teacher_source"] == str(path) and not other.ctx.file("train_log.jsonl").exists()
@@ -180,30 +188,11 @@ def read_json_pt(path):
     return torch.load(path, weights_only=False)
 
 
-# --- the whole pipeline ---------------------------------------------------------------------------
-SHRINK = [
-    "distill.teacher=mobilenetv2_035",  # the smallest of the default's family: the test is about plumbing
-    "supernet.batch_size=32",
-    "supernet.max_steps_per_epoch=2",
-    "retrain.batch_size=32",
-    "retrain.max_steps_per_epoch=2",
-    "search.eval_images=32",
-    "search.recal_batches=1",
-    "search.recal_batch_size=32",
-]
-
-
-def run(out: Path) -> None:
-    args = ["--method", "dna", "--space", "s1", "--preset", "smoke", "--out", str(out)]
-    assert run_main([*args, *(a for s in SHRINK for a in ("--set", s))]) == 0
-
-
-def test_smoke_cli_runs_teacher_blocks_ratings_and_resumes_per_block(tmp_path):
-    out = tmp_path / "run"
-    run(out)
+# --- its smoke run ---------------------------------------------------------------------------------
+def test_smoke_run_trains_teacher_and_blocks_rates_every_path_and_traverses(smoke_run):
+    out = smoke_run("dna")
     final = read_json(out / "final.json")
-    assert final["method"] == "dna" and final["supervised"] is True
-    assert final["extras"]["teacher"] == "mobilenetv2_035" and 0 <= final["extras"]["teacher_search_acc"] <= 100
+    assert final["extras"]["teacher"] == "mobilenetv2_100" and 0 <= final["extras"]["teacher_search_acc"] <= 100
     log = read_jsonl(out / "train_log.jsonl")
     assert [r["stage"] for r in log] == ["teacher", "dna_block0", "dna_block1", "dna_block2", "dna_block3", "retrain"]
     assert all(r["device_s"] > 0 for r in log)
@@ -217,10 +206,15 @@ def test_smoke_cli_runs_teacher_blocks_ratings_and_resumes_per_block(tmp_path):
     for b, (start, stop) in enumerate(block_ranges(get_space("s1", "proxy"))):
         assert logged[(b, "-".join(map(str, arch[start:stop])))] == pytest.approx(search["block_ratings"][b])
 
-    # lose the last block: training again keeps the teacher and blocks 0-2 and retrains block 3 to the
-    # same loss (its data order, paths and RNG state come from the files and checkpoints)
+
+def test_a_lost_block_is_retrained_alone_to_the_same_loss(smoke_run, tmp_path):
+    """Training again keeps the teacher and blocks 0-2 and retrains block 3 to the same loss (its data order,
+    paths and RNG state come from the files and checkpoints)."""
+    out = tmp_path / "run"
+    shutil.copytree(smoke_run("dna"), out)
     (out / "dna_block3_checkpoint.pt").unlink()
-    cfg = resolve("smoke", parse_overrides(SHRINK), method="dna", space="s1")
+    log = read_jsonl(out / "train_log.jsonl")
+    cfg = preset_config("smoke", {"supernet": {"checkpoint_steps": 2}, "threads": 1}, method="dna", space="s1")
     ctx = RunContext(cfg, out, torch.device("cpu"))
     DNA(ctx).train_supernet(ctx.supernet)
     before = {r["stage"]: r for r in log}
@@ -231,5 +225,5 @@ def test_smoke_cli_runs_teacher_blocks_ratings_and_resumes_per_block(tmp_path):
 
 
 def budget_of(out: Path) -> float:
-    cfg = resolve("smoke", {}, method="dna", space="s1")
+    cfg = preset_config("smoke", {}, method="dna", space="s1")
     return RunContext(cfg, out, torch.device("cpu")).flops_budget

@@ -1,4 +1,5 @@
-"""EnNAS and EnNAS w/o DS: loss before/after KD start, detached teacher, m-path gradients, sampling, state, CLI."""
+"""EnNAS and EnNAS w/o DS: loss before/after KD start, detached teacher, m-path gradients, sampling, state,
+what their smoke runs log (resume and the pipeline itself: test_method_contract.py)."""
 
 import io
 import json
@@ -6,24 +7,24 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import preset_config
 
-from benchmark.run import main as run_main
-from ennas.config import resolve
-from ennas.context import RunContext
-from ennas.distill import kd_loss
-from ennas.ennas_method import EnNAS, EnNASWithoutDS
-from ennas.ensemble import ensemble_logits, ensemble_weights
-from ennas.methods import get_method
-from ennas.pipeline import supernet_stage
+from ennas.core.context import RunContext
+from ennas.core.loop import Step
+from ennas.core.method import get_method
+from ennas.method.distill import kd_loss
+from ennas.method.ennas import EnNAS, EnNASWithoutDS
+from ennas.method.ensemble import ensemble_logits, ensemble_weights
+from ennas.seeding import path_rng
 
 M = 3
 
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory):
-    cfg = resolve(
+    cfg = preset_config(
         "smoke",
-        {"distill": {"m": M, "start_epoch": 1, "diversity_images": 32}, "channels_last": False},
+        {"ennas": {"m": M, "diversity_images": 32}, "distill": {"start_epoch": 1}, "channels_last": False},
         method="ennas",
         space="s1",
     )
@@ -51,8 +52,8 @@ def test_registered_and_fraction(ctx):
 
 def test_loss_is_sum_of_ces_before_kd_start(ctx, batch):
     method, model, (x, y) = EnNASWithoutDS(ctx), ctx.supernet, batch
-    paths = method.sample_paths(ctx.path_rng(0, 0), 0, 0)
-    loss, stats = method.batch_loss(model, x, y, paths, epoch=0, step=0)
+    paths = method.sample_paths(path_rng(0, 0, 0), 0, 0)
+    loss, stats = method.batch_loss(model, Step(x, y, paths, 0, 0, 0.1))
     expected = sum(method.criterion(model(x, p), y) for p in paths)
     assert len(paths) == M and stats["count"] == M * len(y)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
@@ -62,9 +63,9 @@ def test_loss_is_sum_of_ces_before_kd_start(ctx, batch):
 def test_loss_after_kd_start_adds_detached_ensemble_kd(ctx, batch):
     method, model, (x, y) = EnNASWithoutDS(ctx), ctx.supernet, batch
     d = ctx.cfg.distill
-    paths = method.sample_paths(ctx.path_rng(1, 0), 1, 0)
+    paths = method.sample_paths(path_rng(0, 1, 0), 1, 0)
     model.zero_grad(set_to_none=True)
-    loss, _ = method.batch_loss(model, x, y, paths, epoch=1, step=0)
+    loss, _ = method.batch_loss(model, Step(x, y, paths, 1, 0, 0.1))
     loss.backward()
     got = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -98,30 +99,13 @@ def test_loss_after_kd_start_adds_detached_ensemble_kd(ctx, batch):
     model.zero_grad(set_to_none=True)
 
 
-def test_all_m_paths_get_gradients_and_nothing_else(ctx, batch):
-    method, model, (x, y) = EnNASWithoutDS(ctx), ctx.supernet, batch
-    paths = method.sample_paths(ctx.path_rng(1, 3), 1, 3)
-    model.zero_grad(set_to_none=True)
-    loss, _ = method.batch_loss(model, x, y, paths, epoch=1, step=3)
-    loss.backward()
-    for l, layer in enumerate(model.layers):
-        used = {p[l] for p in paths}
-        for c, op in enumerate(layer.candidates):
-            grads = [p.grad for p in op.parameters()]
-            if c in used:
-                assert all(g is not None and g.abs().sum() > 0 for g in grads), (l, c)  # Identity has none
-            else:
-                assert all(g is None for g in grads), (l, c)
-    model.zero_grad(set_to_none=True)
-
-
 @pytest.mark.parametrize("cls", [EnNASWithoutDS, EnNAS])
 def test_paths_are_a_function_of_seed_epoch_step(ctx, ennas, cls):
     method = ennas if cls is EnNAS else cls(ctx)
-    first = method.sample_paths(ctx.path_rng(2, 5), 2, 5)
-    assert first == method.sample_paths(ctx.path_rng(2, 5), 2, 5)
+    first = method.sample_paths(path_rng(0, 2, 5), 2, 5)
+    assert first == method.sample_paths(path_rng(0, 2, 5), 2, 5)
     assert len(first) == M and all(len(p) == len(ctx.space.layers) for p in first)
-    assert first != method.sample_paths(ctx.path_rng(2, 6), 2, 6)
+    assert first != method.sample_paths(path_rng(0, 2, 6), 2, 6)
 
 
 def test_sampler_state_survives_a_checkpoint(ctx, ennas):
@@ -132,12 +116,12 @@ def test_sampler_state_survives_a_checkpoint(ctx, ennas):
     buffer.seek(0)
     resumed = EnNAS(ctx)
     with pytest.raises(RuntimeError):
-        resumed.sample_paths(ctx.path_rng(0, 0), 0, 0)
+        resumed.sample_paths(path_rng(0, 0, 0), 0, 0)
     resumed.load_state_dict(torch.load(buffer, weights_only=False))
     for z, r in zip(ennas.zetas, resumed.zetas):
         np.testing.assert_array_equal(z, r)
     for step in range(20):
-        rng_a, rng_b = ctx.path_rng(0, step), ctx.path_rng(0, step)
+        rng_a, rng_b = path_rng(0, 0, step), path_rng(0, 0, step)
         assert ennas.sample_paths(rng_a, 0, step) == resumed.sample_paths(rng_b, 0, step)
 
 
@@ -149,11 +133,8 @@ def test_diversity_estimate_is_reproducible(ctx, ennas):
 
 
 @pytest.mark.parametrize("method", ["ennas", "ennas-wo-ds"])
-def test_smoke_cli(tmp_path, method):
-    out = tmp_path / method
-    args = ["--method", method, "--space", "s1", "--preset", "smoke", "--out", str(out), "--debug"]
-    rc = run_main([*args, "--set", "search.random_baseline=false"])  # the search is not under test here
-    assert rc == 0 and (out / "final.json").exists()
+def test_smoke_run_logs_teachers_students_and_diversity(smoke_run, method):
+    out = smoke_run(method)
     records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     last = [r for r in records if r["stage"] == "supernet"][-1]
     for key in ("teacher_acc", "student_acc", "gap", "diversity", "solve_share", "teacher_w_max"):
@@ -162,40 +143,3 @@ def test_smoke_cli(tmp_path, method):
     assert last["diversity"] > 0
     if method == "ennas":
         assert (out / "diversity_epoch1.json").exists() and last["set_zeta"] >= last["uniform_set_zeta"] - 1e-9
-
-
-class Killed(Exception):
-    """Stands in for a killed process."""
-
-
-def _train(out, kill_at=None):
-    """Supernet stage of a tiny ennas run in `out`; with kill_at=(epoch, step), die after that step."""
-    overrides = {
-        "supernet": {"epochs": 2, "max_steps_per_epoch": 2, "batch_size": 16, "checkpoint_steps": 1},
-        "distill": {"m": M, "start_epoch": 1, "diversity_images": 32, "probe_images": 32, "probe_sets": 2},
-        "search": {"eval_batch_size": 16},
-    }
-    run = RunContext(resolve("smoke", overrides, method="ennas", space="s1"), out, torch.device("cpu"))
-    method = EnNAS(run)
-    if kill_at is not None:
-
-        def die(*args):
-            if args[-2:] == kill_at:
-                raise Killed
-
-        method.after_step = die
-    supernet_stage(run, method)
-    return run.supernet.state_dict(), [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-
-
-def test_resumed_run_is_identical(tmp_path):
-    weights, log = _train(tmp_path / "straight")
-    with pytest.raises(Killed):
-        _train(tmp_path / "resumed", kill_at=(1, 1))  # mid-epoch 1: the sampler must come from the checkpoint
-    resumed_weights, resumed_log = _train(tmp_path / "resumed")
-    for k, v in weights.items():
-        torch.testing.assert_close(resumed_weights[k], v, rtol=0, atol=0)
-    timing = {"wall_s", "device_s", "solve_s", "solve_share"}
-    assert [{k: v for k, v in r.items() if k not in timing} for r in resumed_log] == [
-        {k: v for k, v in r.items() if k not in timing} for r in log
-    ]

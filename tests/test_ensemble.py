@@ -6,14 +6,13 @@ import math
 import pytest
 import torch
 
-from ennas.ensemble import (
+from benchmark.solver_fixtures import random_problem, solver_timings
+from ennas.method.ensemble import (
     EnsembleSolverError,
     ensemble_logits,
     ensemble_objective,
     ensemble_weights,
-    random_problem,
     recession_direction,
-    solver_timings,
 )
 
 
@@ -127,7 +126,7 @@ def test_unbounded_sum_falls_back_to_the_simplex(caplog: pytest.LogCaptureFixtur
     assert d is not None and abs(float(d.sum())) < 1e-12
     margins = ensemble_logits(logits, d)
     assert torch.all(margins.gather(1, labels[:, None]) >= margins - 1e-9)
-    with caplog.at_level(logging.WARNING, logger="ennas.ensemble"):
+    with caplog.at_level(logging.WARNING, logger="ennas.method.ensemble"):
         w = ensemble_weights(logits, labels, constraint="sum")
     assert "falling back to the simplex" in caplog.text
     assert torch.isfinite(w).all() and torch.all(w >= 0) and math.isclose(float(w.sum()), 1.0, abs_tol=1e-12)

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from ennas.evaluate import batch_statistics, evaluate, recalibrate_bn, score_path, topk_correct
+from ennas.core.evaluate import batch_statistics, evaluate, recalibrate_bn, score_path, topk_correct
 from spaces.registry import get_space
 from spaces.supernet import SuperNet
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ennas.results import read_json, read_jsonl
+from ennas.core.io import read_json, read_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = ["--method", "spos", "--space", "s1", "--preset", "smoke", "--set", "supernet.checkpoint_steps=2"]
@@ -78,7 +78,7 @@ def test_smoke_run_leaves_every_result_file(uninterrupted):
 
 
 def test_search_never_evaluates_over_budget(uninterrupted):
-    from ennas.context import default_budget
+    from ennas.core.context import default_budget
     from spaces.flops import FlopsTable
     from spaces.registry import get_space
 
@@ -91,9 +91,9 @@ def test_search_never_evaluates_over_budget(uninterrupted):
 @pytest.mark.parametrize(
     "kill",
     [
-        ("ennas.engine", "save_checkpoint", 1, ""),  # mid-epoch, after the supernet's first checkpoint
-        ("ennas.engine", "save_checkpoint", 5, ""),  # after retraining's checkpoint, before final.json
-        ("ennas.pipeline", "score_path", 5, ""),  # in the middle of the evolution search
+        ("ennas.core.checkpoint", "save", 1, ""),  # mid-epoch, after the supernet's first checkpoint
+        ("ennas.core.checkpoint", "save", 5, ""),  # after retraining's checkpoint, before final.json
+        ("ennas.core.evolution", "score_path", 5, ""),  # in the middle of the evolution search
     ],
     ids=["first-checkpoint", "retrain", "search"],
 )
@@ -110,7 +110,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(uninterrupted, tmp_path,
 
 def test_no_half_written_files_after_a_kill(tmp_path):
     out = tmp_path / "run"
-    run_cli([*SMOKE, "--out", str(out)], kill=("ennas.engine", "save_checkpoint", 2, ""))
+    run_cli([*SMOKE, "--out", str(out)], kill=("ennas.core.checkpoint", "save", 2, ""))
     for path in out.iterdir():
         assert not path.name.endswith(".tmp") or path.name.startswith("."), path
         if path.suffix == ".json":

@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from ennas.sampler import DiversitySampler, sample_uniform_set, uniform_set_diversity
+from ennas.method.sampler import DiversitySampler, sample_uniform_set, uniform_set_diversity
 
 try:
     from scipy.stats import chi2 as _chi2

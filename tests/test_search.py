@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from ennas.search import (
+from ennas.core.search import (
     EvolutionConfig,
     best_so_far,
     cache_from_records,

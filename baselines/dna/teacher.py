@@ -2,7 +2,7 @@
 
 The official DNA teacher is a pretrained `tf_efficientnet_b7`. Nothing is downloaded here: the teacher is
 trained first on the run's own training split by the shared loop (loop "teacher", the retraining recipe),
-or loaded from a local checkpoint (`distill.teacher_checkpoint`). Its stages are aligned with the
+or loaded from a local checkpoint (`dna.teacher_checkpoint`). Its stages are aligned with the
 supernet's blocks by resolution: the teacher's stem stride is set to the supernet's, and a teacher stage
 that downsamples where the supernet does not loses its stride (28 px proxy inputs), so block i's input and
 target have the supernet's resolutions.
@@ -18,12 +18,13 @@ import timm
 import torch
 from torch import nn
 
-from ennas import distributed as dist
-from ennas.context import RunContext, stream_seed
-from ennas.engine import Loop, train_epochs
-from ennas.evaluate import evaluate
-from ennas.results import load_torch, save_torch
-from ennas.retrain import plain_loop
+from ennas.core import distributed as dist
+from ennas.core.context import RunContext
+from ennas.core.evaluate import evaluate
+from ennas.core.io import load_torch, save_torch
+from ennas.core.loop import Loop, train_epochs
+from ennas.core.retrain import plain_loop
+from ennas.seeding import seed_torch
 from spaces.registry import SpaceSpec
 
 # "" picks these: EfficientNet-B0 has the stage layout the ImageNet mobile spaces copy (24/40/80/112/192 at
@@ -33,8 +34,8 @@ DEFAULT_TEACHERS = {"imagenet": "efficientnet_b0", "proxy": "mobilenetv2_100"}
 
 
 def teacher_name(ctx: RunContext) -> str:
-    """The timm model of the teacher: `distill.teacher` or the default for the run's scale."""
-    return ctx.cfg.distill.teacher or DEFAULT_TEACHERS[ctx.cfg.scale]
+    """The timm model of the teacher: `dna.teacher` or the default for the run's scale."""
+    return ctx.cfg.options("dna").teacher or DEFAULT_TEACHERS[ctx.cfg.scale]
 
 
 def create_teacher(name: str, num_classes: int, in_chans: int, drop_rate: float = 0.0) -> nn.Module:
@@ -93,7 +94,7 @@ def align_stages(teacher_strides: Sequence[int], block_strides: Sequence[int]) -
         if j == len(teacher_strides):
             raise ValueError(
                 f"teacher stages (strides {list(teacher_strides)}) cannot be aligned with the supernet's blocks "
-                f"(strides {list(block_strides)}); pick a deeper teacher (distill.teacher)"
+                f"(strides {list(block_strides)}); pick a deeper teacher (dna.teacher)"
             )
         if teacher_strides[j] > s:
             flatten.append(j)
@@ -183,11 +184,11 @@ def teacher_loop(ctx: RunContext, teacher: nn.Module) -> Loop:
     """The shared loop's description of the teacher's training.
 
     The retraining recipe (optimiser, lr, batch, label smoothing, dropout, warmup up to a third of the
-    run) over `distill.teacher_epochs`, with a cosine schedule and no EMA: a teacher trained for few
+    run) over `dna.teacher_epochs`, with a cosine schedule and no EMA: a teacher trained for few
     epochs ends at lr 0 instead of the recipe's slow step decay, and an EMA of so few steps would lag
     far behind the weights.
     """
-    epochs = ctx.cfg.distill.teacher_epochs
+    epochs = ctx.cfg.options("dna").teacher_epochs
     warmup = min(ctx.cfg.retrain.warmup_epochs, epochs // 3)  # at most a third of a short run
     cfg = dataclasses.replace(ctx.cfg.retrain, epochs=epochs, lr_decay=0.0, warmup_epochs=warmup)
 
@@ -208,7 +209,7 @@ def search_accuracy(ctx: RunContext, teacher: nn.Module) -> float:
 
 def build_teacher(ctx: RunContext, block_sizes: Sequence[int]) -> tuple[nn.Module, list[int], list[int]]:
     """The untrained, stride-adapted teacher on the run's device, with its feature index and width per block."""
-    torch.manual_seed(stream_seed(ctx.cfg.seed, "teacher"))
+    seed_torch(ctx.cfg.seed, "teacher")
     data = ctx.data
     teacher = create_teacher(teacher_name(ctx), data.num_classes, data.in_chans, ctx.cfg.retrain.dropout)
     stem_stride = ctx.space.stem["stride"]
@@ -231,12 +232,12 @@ def prepare_teacher(ctx: RunContext, teacher: nn.Module) -> dict:
         teacher.load_state_dict(state["state_dict"])
         info = {k: state[k] for k in ("teacher", "teacher_search_acc", "teacher_source")}
     else:
-        path = ctx.cfg.distill.teacher_checkpoint
+        path = ctx.cfg.options("dna").teacher_checkpoint
         if path:
             try:
                 teacher.load_state_dict(_checkpoint_state(path))
             except RuntimeError as err:
-                raise ValueError(f"distill.teacher_checkpoint {path} does not fit timm model {name!r}: {err}") from err
+                raise ValueError(f"dna.teacher_checkpoint {path} does not fit timm model {name!r}: {err}") from err
             source = path
         else:
             train_teacher(ctx, teacher)

@@ -2,7 +2,7 @@
 
 Per step, as SPOS, one uniform random path (the student) is trained. From `distill.start_epoch` on:
 - **Board.** After the step the student's top-1 on the batch (summed over ranks, so all ranks agree) may
-  admit it to a board of `distill.board_size` paths (`admit`: board not full, or > 5 points better than the
+  admit it to a board of `cream.board_size` paths (`admit`: board not full, or > 5 points better than the
   worst, or better than the worst with fewer FLOPs; sorted by score, the last dropped). An entry keeps its
   score, FLOPs, arch, the first 4 images of the batch and a softmax on them: as the official code, the
   softmax of the step's teacher (of the student itself while the board was empty).
@@ -10,7 +10,7 @@ Per step, as SPOS, one uniform random path (the student) is trained. From `disti
   images minus the stored softmax; the best-rated entry teaches this step. KD = soft-target CE at τ = 1
   from the teacher path's logits (same supernet, no grad); loss = 0.25·KD + 0.75·CE, i.e. the official
   (m·KD + (2 − m)·CE)/2 at m = 0.5. Without a board (or before the start epoch): CE alone.
-- **Meta update** every `distill.meta_interval` steps (in-epoch step > 0, as the official code): the KD loss
+- **Meta update** every `cream.meta_interval` steps (in-epoch step > 0, as the official code): the KD loss
   weighted by the matching weight sigmoid(−rating of the chosen entry) on the first 4 images gives a simulated
   SGD step w' = w − lr·∇ of the student path (create_graph); the CE of the simulated student on the next 4
   images of the same training batch (the official "validation" slice, issue #23: not held out of training)
@@ -36,100 +36,79 @@ Decisions (facts from microsoft/Cream, see reference/baselines.md):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from ennas import distributed as dist
-from ennas.context import RunContext, stream_seed
-from ennas.distill import soft_target_ce
-from ennas.engine import steps_per_epoch
-from ennas.evaluate import batch_statistics
-from ennas.methods import Method, register_method
-from ennas.probe import path_logits, probe_labels
+from baselines.cream.board import Entry, admit, choose_teacher, meta_ratings, path_parameters, soft_target_ce
+from baselines.spos import SPOS
+from ennas.core import distributed as dist
+from ennas.core.config import Options
+from ennas.core.evaluate import batch_statistics
+from ennas.core.loop import Step
+from ennas.core.method import register_method
+from ennas.core.probe import path_logits, probe_labels
+from ennas.seeding import stream_seed
 from spaces.arch import Arch, encode
 
-SLICE = 4  # images per board entry and per meta-step slice (official SUPERNET.SLICE)
-ACC_GAP = 5.0  # points by which a path must beat the board's worst to enter regardless of FLOPs
-KD_MIX = 0.5  # m of (m·KD + (2 − m)·CE)/2 (the official top-1 pick)
-META_LR = 1e-4  # the official meta-layer group's learning rate
+if TYPE_CHECKING:
+    from ennas.core.context import RunContext
 
 
-@dataclass
-class Entry:
-    """One board path: its batch top-1, FLOPs, arch, and the images and softmax meta-matching compares on."""
+@dataclass(frozen=True)
+class CreamOptions(Options):
+    """The `cream` config section: the board, the meta-matching layer and the loss mix (official defaults)."""
 
-    score: float
-    flops: int
-    arch: Arch
-    images: torch.Tensor | None = None  # (SLICE, C, H, W)
-    probs: torch.Tensor | None = None  # (SLICE, classes)
+    board_size: int = 10  # prioritized path board entries
+    meta_interval: int = 200  # steps between meta-layer updates
+    slice: int = 4  # images per board entry and per meta-step slice (official SUPERNET.SLICE)
+    acc_gap: float = 5.0  # points by which a path must beat the board's worst to enter regardless of FLOPs
+    kd_mix: float = 0.5  # m of (m·KD + (2 − m)·CE)/2 (the official top-1 pick)
+    meta_lr: float = 1e-4  # the official meta-layer group's learning rate
 
-    def summary(self) -> dict:
-        """The JSON-able part (for logs and final.json)."""
-        return {"arch": encode(self.arch), "score": self.score, "flops": self.flops}
-
-
-def admit(board: list[Entry], cand: Entry, size: int, gap: float = ACC_GAP) -> list[Entry]:
-    """The board after offering it `cand` (official rule): enters if not full, or > worst + gap, or > worst with
-    fewer FLOPs; sorted by score (ties: fewer FLOPs first), capped at `size`."""
-    if len(board) >= size:
-        worst = board[-1]
-        better = cand.score > worst.score + gap or (cand.score > worst.score and cand.flops < worst.flops)
-        if not better:
-            return list(board)
-    ranked = sorted([*board, cand], key=lambda e: (-e.score, e.flops, e.arch))
-    return ranked[:size]
-
-
-def meta_ratings(meta: nn.Linear, student_probs: torch.Tensor, board_probs: torch.Tensor) -> torch.Tensor:
-    """Meta-matching ratings (n,) of n board entries from the student's (n, k, C) and stored (n, k, C) softmaxes."""
-    return meta((student_probs - board_probs).flatten(1)).squeeze(1)
-
-
-def choose_teacher(ratings: torch.Tensor) -> tuple[int, torch.Tensor]:
-    """The best-rated entry and its matching weight sigmoid(−rating) (the chosen entry's, not the last one's, #78)."""
-    idx = int(ratings.detach().argmax())
-    return idx, torch.sigmoid(-ratings[idx])
-
-
-def path_parameters(model: nn.Module, arch: Arch) -> dict[str, nn.Parameter]:
-    """The supernet's parameters on one path, by name (for `functional_call` with simulated weights)."""
-    ids = {id(p) for m in model.path_modules(arch) for p in m.parameters()}
-    return {n: p for n, p in model.named_parameters() if id(p) in ids}
+    def checks(self) -> list[tuple[bool, str]]:
+        """Value rules of the section."""
+        return [
+            (self.board_size >= 1, "board_size must be >= 1"),
+            (self.meta_interval >= 1, "meta_interval must be >= 1"),
+            (self.slice >= 1, "slice must be >= 1"),
+            (0 <= self.kd_mix <= 2, "kd_mix must be in [0, 2]"),
+        ]
 
 
 @register_method
-class Cream(Method):
+class Cream(SPOS):
     """Single-path training distilled from the best-matching path of a prioritized board."""
 
     name = "cream"
     supervised = False
+    section = "cream"
+    options = CreamOptions
 
     def __init__(self, ctx: RunContext):
         super().__init__(ctx)
+        k = self.opts.slice
         per_rank = ctx.cfg.supernet.batch_size // dist.world_size()
-        if per_rank < 2 * SLICE:
-            raise ValueError(f"cream needs at least {2 * SLICE} images per rank and batch (has {per_rank})")
+        if per_rank < 2 * k:
+            raise ValueError(f"cream needs at least {2 * k} images per rank and batch (has {per_rank})")
         classes = ctx.data.num_classes
-        self.meta = nn.Linear(SLICE * classes, 1)
+        self.meta = nn.Linear(k * classes, 1)
         gen = torch.Generator().manual_seed(stream_seed(ctx.cfg.seed, "init", 1))
-        bound = 1.0 / (SLICE * classes) ** 0.5  # torch's default Linear range, from the run's own stream
+        bound = 1.0 / (k * classes) ** 0.5  # torch's default Linear range, from the run's own stream
         with torch.no_grad():
             for p in self.meta.parameters():
                 p.uniform_(-bound, bound, generator=gen)
         self.meta.to(ctx.device)
         s = ctx.cfg.supernet
         self.meta_opt = torch.optim.SGD(
-            self.meta.parameters(), lr=META_LR, momentum=s.momentum, nesterov=s.nesterov, weight_decay=0.0
+            self.meta.parameters(), lr=self.opts.meta_lr, momentum=s.momentum, nesterov=s.nesterov, weight_decay=0.0
         )
         self.board: list[Entry] = []
         self.sums: dict[str, float] = {}  # this epoch's KD / meta statistics (checkpointed)
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None  # this step's images and softmax
-        self._steps: int | None = None
 
     # --- teacher choice ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -150,63 +129,50 @@ class Cream(Method):
             return choose_teacher(self.ratings(model, student))[0]
 
     # --- the loss -------------------------------------------------------------------------------
-    def batch_loss(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, paths: list[Arch], epoch: int, step: int
-    ) -> tuple[torch.Tensor, dict]:
+    def batch_loss(self, model: nn.Module, step: Step) -> tuple[torch.Tensor, dict]:
         """CE before the KD start or with an empty board; else 0.25·KD + 0.75·CE from the matched board path."""
-        student = paths[0]
-        d = self.ctx.cfg.distill
-        kd_on = epoch >= d.start_epoch and bool(self.board)
-        if kd_on and step > 0 and step % d.meta_interval == 0:
-            self.meta_update(model, x, y, student, self.supernet_lr(epoch, step))
+        x, y, student, k, opts = step.x, step.y, step.paths[0], self.opts.slice, self.opts
+        kd_on = step.epoch >= self.ctx.cfg.distill.start_epoch and bool(self.board)
+        if kd_on and step.index > 0 and step.index % opts.meta_interval == 0:
+            # the step's lr is the supernet's current one (its linear schedule), for the simulated step
+            self.meta_update(model, x, y, student, step.lr)
         logits = model(x, student)
         ce = self.criterion(logits, y)
         stats = {"correct": int((logits.argmax(1) == y).sum()), "count": len(y)}
         if not kd_on:
-            self._pending = (x[:SLICE].detach().clone(), logits[:SLICE].detach().float().softmax(1))
+            self._pending = (x[:k].detach().clone(), logits[:k].detach().float().softmax(1))
             return ce, stats
         teacher = self.board[self.pick(model, student)].arch
         with torch.no_grad():
             t_logits = model(x, teacher)
         kd = soft_target_ce(logits, t_logits, tau=1.0)
-        self._pending = (x[:SLICE].detach().clone(), t_logits[:SLICE].float().softmax(1))
+        self._pending = (x[:k].detach().clone(), t_logits[:k].float().softmax(1))
         self._add(kd_batches=1.0, kd=kd.item(), self_taught=float(teacher == student))
-        return (KD_MIX * kd + (2 - KD_MIX) * ce) / 2, stats
+        return (opts.kd_mix * kd + (2 - opts.kd_mix) * ce) / 2, stats
 
-    def after_step(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, paths: list[Arch], stats: dict, epoch: int, step: int
-    ) -> None:
+    def after_step(self, model: nn.Module, step: Step, stats: dict) -> None:
         """Offer the trained path to the board, scored by its top-1 on the whole (all-rank) batch."""
         pending, self._pending = self._pending, None
-        if epoch < self.ctx.cfg.distill.start_epoch or pending is None:
+        if step.epoch < self.ctx.cfg.distill.start_epoch or pending is None:
             return
+        x, path = step.x, step.paths[0]
         counts = dist.all_sum(torch.tensor([stats["correct"], stats["count"]], dtype=torch.float64, device=x.device))
         score = float(100.0 * counts[0] / counts[1])
-        cand = Entry(score, int(self.ctx.table.flops(paths[0])), tuple(paths[0]), *pending)
-        self.board = admit(self.board, cand, self.ctx.cfg.distill.board_size)
+        cand = Entry(score, int(self.ctx.table.flops(path)), tuple(path), *pending)
+        self.board = admit(self.board, cand, self.opts.board_size, self.opts.acc_gap)
         if dist.world_size() > 1 and any(e is cand for e in self.board):
             # rank 0's images and softmax, so every rank holds the same board (and a resumed run the same)
             images, probs = dist.broadcast_object((cand.images.cpu(), cand.probs.cpu()))
             cand.images, cand.probs = images.to(x.device), probs.to(x.device)
 
     # --- meta-matching update ---------------------------------------------------------------------
-    def supernet_lr(self, epoch: int, step: int) -> float:
-        """The supernet's learning rate at this step (the linear schedule of ennas.optim), for the simulated step."""
-        s = self.ctx.cfg.supernet
-        if self._steps is None:
-            shape = SimpleNamespace(
-                fraction=self.epoch_fraction(), batch_size=s.batch_size, max_steps_per_epoch=s.max_steps_per_epoch
-            )
-            self._steps = steps_per_epoch(shape, len(self.ctx.data.train))
-        done = epoch * self._steps + step
-        return s.lr * max(0.0, 1.0 - done / (s.epochs * self._steps))
-
     def held_out_loss(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, student: Arch, lr: float
     ) -> tuple[torch.Tensor, int]:
         """CE on images k..2k of the student after one simulated SGD step on the matching-weighted KD loss on
         images 0..k; differentiable in the meta layer (second order). Returns (loss, chosen entry)."""
-        xs, xh, yh = x[:SLICE], x[SLICE : 2 * SLICE], y[SLICE : 2 * SLICE]
+        k = self.opts.slice
+        xs, xh, yh = x[:k], x[k : 2 * k], y[k : 2 * k]
         params = path_parameters(model, student)
         with batch_statistics(model):
             idx, weight = choose_teacher(self.ratings(model, student))
@@ -228,7 +194,7 @@ class Cream(Method):
         dist.average_gradients(meta_params)
         nn.utils.clip_grad_norm_(meta_params, 1.0)
         for group in self.meta_opt.param_groups:  # the official meta group follows the supernet's schedule
-            group["lr"] = META_LR * lr / self.ctx.cfg.supernet.lr
+            group["lr"] = self.opts.meta_lr * lr / self.ctx.cfg.supernet.lr
         self.meta_opt.step()
         self.meta_opt.zero_grad(set_to_none=True)
         self._add(meta_updates=1.0, meta_loss=loss.item())

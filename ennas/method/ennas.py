@@ -5,7 +5,8 @@ Per batch both methods run the m sampled paths, solve the ensemble weights w on 
 
     L_i = CE_ls(z_i, y) + λ τ² KL(softmax(t/τ) ‖ softmax(z_i/τ)),   t = Σ_i w_i z_i (detached),
 
-with KD from `distill.start_epoch` on (before it: the m plain CEs). They differ only in how the m paths
+with KD from `distill.start_epoch` on (before it: the m plain CEs). Options: the `ennas` config section
+(`EnNASOptions`), shared by both methods. They differ only in how the m paths
 are drawn: `ennas-wo-ds` independently and uniformly (`sample_uniform_set`), `ennas` by the
 diversity-based sampler (`DiversitySampler`, Eq. 5) over operator diversities ζ (Eq. 4) re-estimated
 at every epoch start. Both measure their teachers and students in the same code path (`epoch_metrics`).
@@ -14,7 +15,7 @@ Decisions (DESIGN.md §2):
 - **Sum, not mean, of the m losses.** The paper sums per-subnet losses and Algorithm 1 updates the weights
   once per subnet; one SGD step on the sum is those m steps to first order, so every sampled operator moves
   as far as in one SPOS step (the stem, the tail and an operator shared by several subnets take the sum of
-  their gradients, as over those m steps), and with 1/m of the data per epoch (`epoch_fraction`) EnNAS makes
+  their gradients, as over those m steps), and with 1/m of the data per epoch (`default_fraction`) EnNAS makes
   as many per-subnet updates per epoch as SPOS. The logged `loss` is thus the sum over the m subnets;
   `train_acc` is their mean.
 - **Teacher.** w is solved on the detached logits and t is built from them, so no gradient flows through
@@ -24,6 +25,9 @@ Decisions (DESIGN.md §2):
   gives no warm-up), on `distill.diversity_images` training images drawn once by a seeded generator, with
   one seeded draw of the training augmentation (global RNG untouched), cached for the run. Rank 0 estimates
   and broadcasts, so every rank builds the same sampler and samples the same paths.
+- **λ and τ** (printed in the paper, not valued): λ = 1.0, as KDCL and ONE weight the distillation term about
+  equally with CE; τ = 3.0, as ONE (related online-distillation work uses 2-4). The τ² factor keeps the
+  soft-target gradients, which shrink as 1/τ², comparable to CE's whatever τ is.
 - **Probes** (Fig. 1, Fig. 2, the gap): `distill.probe_sets` sets per epoch from the method's own sampler
   (seeded by (seed, "probe", epoch)); a set's teacher is its ensemble with weights solved on the probe labels.
   Per rank on its probe shard, then averaged over ranks. Also logged: the training teachers' mean max
@@ -34,22 +38,52 @@ Decisions (DESIGN.md §2):
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from ennas import distributed as dist
-from ennas.context import RunContext, stream_seed
-from ennas.distill import kd_loss
-from ennas.diversity import estimate_diversity, save_diversity
-from ennas.ensemble import ensemble_logits, ensemble_weights
-from ennas.methods import Method, register_method
-from ennas.probe import measure_sets
-from ennas.sampler import DiversitySampler, sample_uniform_set, uniform_set_diversity
+from ennas.core import distributed as dist
+from ennas.core.config import Options
+from ennas.core.loop import Step
+from ennas.core.method import Method, register_method
+from ennas.core.probe import measure_sets
+from ennas.method.distill import kd_loss
+from ennas.method.diversity import estimate_diversity, save_diversity
+from ennas.method.ensemble import CONSTRAINTS, SOLVERS, ensemble_logits, ensemble_weights
+from ennas.method.sampler import DEFAULT_BETA, DiversitySampler, sample_uniform_set, uniform_set_diversity
+from ennas.seeding import seed_torch, stream_seed
 from spaces.arch import Arch
 
+if TYPE_CHECKING:
+    from ennas.core.context import RunContext
+
 PROBE_KEYS = ("teacher_acc", "student_acc", "gap", "diversity")
+
+
+@dataclass(frozen=True)
+class EnNASOptions(Options):
+    """The `ennas` config section: the ensemble teacher, its distillation and the diversity sampler."""
+
+    m: int = 4  # subnets per batch (paper: 4)
+    lam: float = 1.0  # λ of Eq. 3 (see the module docstring)
+    tau: float = 3.0  # τ of Eq. 3
+    solver: str = "newton"  # ensemble-weight solver: newton (exact, fast) or ecos (the paper's, slow)
+    constraint: str = "simplex"  # w ≥ 0 and Σw = 1 (default), or Σw = 1 only ("sum", falls back when unbounded)
+    beta: float = DEFAULT_BETA  # diversity sampler strength, unit-free (its default's rationale: ennas.method.sampler)
+    diversity_images: int = 512  # images for the per-epoch operator-diversity estimate
+
+    def checks(self) -> list[tuple[bool, str]]:
+        """Value rules of the section."""
+        return [
+            (self.m >= 1, "m must be >= 1"),
+            (self.tau > 0, "tau must be > 0"),
+            (self.beta >= 0, "beta must be >= 0"),
+            (self.solver in SOLVERS, f"solver must be one of {', '.join(SOLVERS)}"),
+            (self.constraint in CONSTRAINTS, f"constraint must be one of {', '.join(CONSTRAINTS)}"),
+        ]
 
 
 @register_method
@@ -57,19 +91,22 @@ class EnNASWithoutDS(Method):
     """EnNAS with m independent uniform subnets per batch: the paper's "EnNAS w/o DS" ablation."""
 
     name = "ennas-wo-ds"
+    section = "ennas"
+    options = EnNASOptions
 
     def __init__(self, ctx: RunContext):
         super().__init__(ctx)
         if ctx.cfg.supernet.flops_band is not None:
             raise ValueError(f"{self.name} samples sets of paths without a FLOPs band; unset supernet.flops_band")
-        self.m = ctx.cfg.distill.m
+        self.m = self.opts.m
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=ctx.cfg.supernet.label_smoothing)
         self.sums: dict[str, float] = {}  # this epoch's training-batch teacher statistics (checkpointed)
         self._step_start = 0.0
 
     # --- sampling ------------------------------------------------------------------------------
-    def epoch_fraction(self) -> float:
-        """1/m of the training set per epoch (the paper's fair-cost rule), unless distill.fraction is set."""
-        return self.ctx.cfg.distill.fraction or 1.0 / self.m
+    def default_fraction(self) -> float:
+        """1/m of the training set per epoch (the paper's fair-cost rule), unless supernet.fraction is set."""
+        return 1.0 / self.m
 
     def draw_set(self, rng: np.random.Generator) -> list[Arch]:
         """One set of m paths: the training batches and the probes draw from this one rule."""
@@ -86,23 +123,20 @@ class EnNASWithoutDS(Method):
     # --- the loss --------------------------------------------------------------------------------
     def teacher_weights(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Ensemble weights (m,) minimising the ensemble's CE on these labels (Eq. 2), no gradient."""
-        d = self.ctx.cfg.distill
-        return ensemble_weights(logits.detach(), labels, solver=d.solver, constraint=d.constraint)
+        return ensemble_weights(logits.detach(), labels, solver=self.opts.solver, constraint=self.opts.constraint)
 
     def teacher(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The ensemble teacher's logits t = Σ w_i z_i (Eq. 1), detached."""
         return ensemble_logits(logits.detach(), self.teacher_weights(logits, labels))
 
-    def batch_loss(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, paths: list[Arch], epoch: int, step: int
-    ) -> tuple[torch.Tensor, dict]:
+    def batch_loss(self, model: nn.Module, step: Step) -> tuple[torch.Tensor, dict]:
         """Σ_i [CE(z_i, y) + λ·KD(z_i, t)] over the m paths (CE only before distill.start_epoch)."""
         self._step_start = time.perf_counter()
-        d = self.ctx.cfg.distill
+        opts, x, y, paths = self.opts, step.x, step.y, step.paths
         logits = torch.stack([model(x, path) for path in paths])  # (m, B, C)
         loss = sum(self.criterion(z, y) for z in logits)
         stats = {"correct": int((logits.argmax(-1) == y).sum()), "count": len(paths) * len(y)}
-        if epoch < d.start_epoch:
+        if step.epoch < self.ctx.cfg.distill.start_epoch:
             return loss, stats
         if logits.is_cuda:
             torch.cuda.synchronize()  # so the solve's time excludes the forward passes it would wait for
@@ -110,7 +144,7 @@ class EnNASWithoutDS(Method):
         w = self.teacher_weights(logits, y)
         solve_s = time.perf_counter() - start
         t = ensemble_logits(logits.detach(), w)
-        kd = sum(kd_loss(z, t, d.tau) for z in logits)
+        kd = sum(kd_loss(z, t, opts.tau) for z in logits)
         self._add(
             kd_batches=1.0,
             kd=float(kd.detach()) / len(paths),
@@ -118,11 +152,9 @@ class EnNASWithoutDS(Method):
             w_entropy=float(-(w * w.clamp_min(1e-30).log()).sum()),
             solve_s=solve_s,
         )
-        return loss + d.lam * kd, stats
+        return loss + opts.lam * kd, stats
 
-    def after_step(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, paths: list[Arch], stats: dict, epoch: int, step: int
-    ) -> None:
+    def after_step(self, model: nn.Module, step: Step, stats: dict) -> None:
         """Count the step's time (forwards, solve, backward, optimiser), for the solver's time share."""
         self._add(step_s=time.perf_counter() - self._step_start)
 
@@ -150,11 +182,11 @@ class EnNASWithoutDS(Method):
 
     def probe(self, model: nn.Module, epoch: int) -> dict:
         """`distill.probe_sets` sets from the method's own sampler, measured on the probe images."""
-        d = self.ctx.cfg.distill
-        if d.probe_sets <= 0:
+        probe_sets = self.ctx.cfg.distill.probe_sets
+        if probe_sets <= 0:
             return {}
         rng = np.random.default_rng(stream_seed(self.ctx.cfg.seed, "probe", epoch))
-        sets = [self.draw_set(rng) for _ in range(d.probe_sets)]
+        sets = [self.draw_set(rng) for _ in range(probe_sets)]
         metrics = measure_sets(model, sets, self.ctx.probe_batches, self.teacher, self.ctx.device)
         if dist.world_size() > 1:  # each rank measured its shard of the probe images
             values = torch.tensor([metrics[k] for k in PROBE_KEYS], dtype=torch.float64, device=self.ctx.device)
@@ -205,19 +237,18 @@ class EnNAS(EnNASWithoutDS):
     def set_zetas(self, zetas: list) -> None:
         """Install per-layer ζ matrices and build the sampler from them (deterministic: same ζ, same tables)."""
         self.zetas = [np.asarray(z, dtype=np.float64) for z in zetas]
-        d = self.ctx.cfg.distill
-        self.sampler = DiversitySampler(self.zetas, self.m, beta=d.beta)
+        self.sampler = DiversitySampler(self.zetas, self.m, beta=self.opts.beta)
 
     def diversity_images(self) -> torch.Tensor:
         """The fixed training images ζ is estimated on: seeded choice, one seeded augmentation draw, cached."""
         if self._images is None:
             train, seed = self.ctx.data.train, self.ctx.cfg.seed
-            n = min(self.ctx.cfg.distill.diversity_images, len(train))
+            n = min(self.opts.diversity_images, len(train))
             gen = torch.Generator().manual_seed(stream_seed(seed, "diversity"))
             picks = torch.randperm(len(train), generator=gen)[:n].tolist()
             # The train transform draws from torch's global RNG: fork it, so training's draws are untouched.
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(stream_seed(seed, "diversity", 1))
+                seed_torch(seed, "diversity", 1)
                 self._images = torch.stack([train[i][0] for i in picks])
         return self._images
 

@@ -8,46 +8,35 @@ import torch
 from timm.utils import ModelEmaV2
 from torch import nn
 
-from ennas import distributed as dist
-from ennas.config import RetrainConfig
-from ennas.context import RunContext, stream_seed
-from ennas.engine import Loop, steps_per_epoch, train_epochs
-from ennas.evaluate import evaluate
-from ennas.optim import retrain_optimizer, retrain_schedule
-from ennas.results import load_torch, save_torch
+from ennas.core import distributed as dist
+from ennas.core.config import RetrainConfig
+from ennas.core.context import RunContext
+from ennas.core.evaluate import evaluate
+from ennas.core.io import load_torch, save_torch
+from ennas.core.loop import EpochPlan, Loop, Step, StepPolicy, build_loop, train_epochs
+from ennas.core.optim import retrain_optimizer, retrain_schedule
+from ennas.seeding import seed_torch
 from spaces.arch import Arch
 from spaces.supernet import build_network
 
 
-class PlainTraining:
-    """The 'method' of retraining: one fixed network, cross-entropy with label smoothing, an EMA copy."""
+class PlainTraining(StepPolicy):
+    """The policy of retraining: one fixed network, cross-entropy with label smoothing, an EMA copy."""
 
     def __init__(self, label_smoothing: float, ema: ModelEmaV2 | None):
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.ema = ema
 
-    def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
-        pass
+    def batch_loss(self, model: nn.Module, step: Step) -> tuple[torch.Tensor, dict]:
+        """Cross-entropy of the network on the batch."""
+        logits = model(step.x)
+        loss = self.criterion(logits, step.y)
+        return loss, {"correct": int((logits.argmax(1) == step.y).sum()), "count": len(step.y)}
 
-    def sample_paths(self, rng, epoch: int, step: int) -> list:
-        return []
-
-    def batch_loss(self, model, x, y, paths, epoch, step):
-        logits = model(x)
-        return self.criterion(logits, y), {"correct": int((logits.argmax(1) == y).sum()), "count": len(y)}
-
-    def after_step(self, model, x, y, paths, stats, epoch, step) -> None:
+    def after_step(self, model: nn.Module, step: Step, stats: dict) -> None:
+        """Update the EMA copy after every optimiser step."""
         if self.ema is not None:
             self.ema.update(model)
-
-    def epoch_metrics(self, model, epoch) -> dict:
-        return {}
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
 def set_dropout(model: nn.Module, p: float) -> None:
@@ -69,28 +58,23 @@ def plain_loop(
 
     Used for the found architecture and for DNA's teacher, so both follow one recipe implementation.
     """
-    optimizer = retrain_optimizer(list(net.parameters()), cfg)
-    loop = Loop(
-        name=name,
-        model=net,
-        method=PlainTraining(cfg.label_smoothing, ema),
-        optimizer=optimizer,
-        scheduler=None,
-        dataset=ctx.data.train,
-        batch_size=cfg.batch_size,
-        epochs=cfg.epochs,
-        max_steps_per_epoch=cfg.max_steps_per_epoch,
-        extra_state={"ema": ema} if ema is not None else {},
-        on_epoch_end=on_epoch_end,
+    plan = EpochPlan(
+        ctx.data.train, cfg.batch_size, cfg.epochs, stream=name, max_steps_per_epoch=cfg.max_steps_per_epoch
     )
-    loop.scheduler = retrain_schedule(optimizer, cfg, steps_per_epoch(loop, len(ctx.data.train)))
-    return loop
+
+    def schedule(optimizer, steps: int):
+        return retrain_schedule(optimizer, cfg, steps)
+
+    policy = PlainTraining(cfg.label_smoothing, ema)
+    optimizer = retrain_optimizer(list(net.parameters()), cfg)
+    extra = {"ema": ema} if ema is not None else {}
+    return build_loop(name, net, policy, optimizer, plan, schedule, extra_state=extra, on_epoch_end=on_epoch_end)
 
 
 def retrain(ctx: RunContext, arch: Arch) -> dict:
     """Train `arch` from scratch with the preset's recipe; return top-1/top-5 (%) on the real test set."""
     cfg = ctx.cfg.retrain
-    torch.manual_seed(stream_seed(ctx.cfg.seed, "retrain"))
+    seed_torch(ctx.cfg.seed, "retrain")
     net = build_network(ctx.space, arch, ctx.data.num_classes, ctx.data.in_chans)
     set_dropout(net, cfg.dropout)
     net = net.to(ctx.device)

@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ennas import distributed as dist
-from ennas.config import RunConfig
+from ennas.core import distributed as dist
+from ennas.core.config import RunConfig
+from ennas.core.evaluate import materialize
 from ennas.data import DataBundle, EpochSampler, build_data, make_loader
-from ennas.datasets import View
-from ennas.evaluate import materialize
+from ennas.seeding import seed_torch, stream_seed
 from spaces.flops import FlopsTable, flops_table
 from spaces.registry import SpaceSpec, get_space
 from spaces.supernet import SuperNet
-
-# Keys that separate the random streams of the stages (see `stage_seed`).
-STREAMS = {"init": 0, "paths": 1, "supernet": 2, "search": 3, "retrain": 4, "probe": 5, "diversity": 6, "teacher": 7}
-
-
-def stream_seed(seed: int, stream: str, *keys: int) -> int:
-    """A 63-bit seed for one named random stream of a run, so stages do not depend on each other's draws."""
-    state = np.random.SeedSequence([seed, STREAMS[stream], *keys]).generate_state(2, np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
-
 
 # Table 1's budgets at ImageNet scale (MACs): s1 as SPOS (<= 330M), s2/s3 at the largest found there.
 IMAGENET_BUDGETS = {"s1": 330e6, "s2": 480e6, "s3": 535e6, "spos": 330e6, "cream": 400e6}
@@ -64,20 +52,17 @@ class RunContext:
             seed=cfg.seed,
             search_size=dcfg.search_size,
             recal_size=dcfg.recal_size,
+            train_size=dcfg.train_size,
             **dcfg.options,
         )
-        if dcfg.train_size is not None:  # proxy runs train on a fixed prefix of the (seeded) train split
-            train = self.data.train
-            subset = View(train.base, train.indices[: dcfg.train_size], train.transform)
-            self.data = dataclasses.replace(self.data, train=subset)
         self.table = flops_table(
             self.space.name, self.space.scale, self.data.resolution, self.data.num_classes, self.data.in_chans
         )
 
     @functools.cached_property
     def supernet(self) -> SuperNet:
-        """The weight-sharing supernet, initialised from the run's seed."""
-        torch.manual_seed(stream_seed(self.cfg.seed, "init"))
+        """The weight-sharing supernet, initialised from the run's seed (built on first use)."""
+        seed_torch(self.cfg.seed, "init")
         net = SuperNet(self.space, self.data.num_classes, self.data.in_chans).to(self.device)
         if self.cfg.channels_last:
             net = net.to(memory_format=torch.channels_last)
@@ -87,10 +72,6 @@ class RunContext:
     def flops_budget(self) -> float:
         """The search's FLOPs budget in MACs: the configured one or the space's default."""
         return self.cfg.search.flops_budget or default_budget(self.space, self.table)
-
-    def path_rng(self, epoch: int, step: int) -> np.random.Generator:
-        """The generator that samples the paths of one step: a function of (seed, epoch, step) only."""
-        return np.random.default_rng([self.cfg.seed, STREAMS["paths"], epoch, step])
 
     def shard_loader(self, dataset, batch_size: int, limit: int | None = None, seed_key: str = "search"):
         """A fixed, unshuffled loader over this rank's shard of the first `limit` items of `dataset`."""
@@ -112,11 +93,16 @@ class RunContext:
 
     @functools.cached_property
     def recal_batches(self):
-        """The fixed BN-recalibration batches (one draw of augmentation, reused for every candidate)."""
+        """The fixed BN-recalibration batches (one seeded draw of augmentation, reused for every candidate).
+
+        The augmentation draws from torch's global RNG: it is forked, so drawing these batches changes no
+        other stage's draws whenever they happen to be first needed.
+        """
         s = self.cfg.search
-        torch.manual_seed(stream_seed(self.cfg.seed, "search", 1))
         limit = s.recal_batches * s.recal_batch_size * dist.world_size()
-        return materialize(self.shard_loader(self.data.recal, s.recal_batch_size, limit, "search"))
+        with torch.random.fork_rng(devices=[]):
+            seed_torch(self.cfg.seed, "search", 1)
+            return materialize(self.shard_loader(self.data.recal, s.recal_batch_size, limit, "search"))
 
     @functools.cached_property
     def probe_batches(self):

@@ -1,20 +1,34 @@
-"""Run configuration: frozen dataclasses resolved once from a preset file plus `key=value` overrides.
+"""Run configuration: frozen dataclasses resolved once from a preset (a plain dict) plus `key=value` overrides.
 
-The resolved configuration is validated here, written as `config.json` beside the results and stored
-in every checkpoint; nothing else reads presets or command-line strings.
+The core sections (data, supernet, distill, search, retrain) are defined here; every method contributes
+its own options section (`register_options`, called by the method registry), so a new method never edits
+this file. The resolved configuration is validated here, written as `config.json` beside the results and
+stored in every checkpoint. Preset files are found and read by `benchmark`, which passes their contents down.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
+
+from ennas.core.search import EvolutionConfig
+from spaces.registry import SCALES
 
 
 class ConfigError(ValueError):
     """A bad preset, override or value, reported in one line."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """Base of a method's options section; `checks()` lists its (ok, message) rules, validated with the rest."""
+
+    def checks(self) -> list[tuple[bool, str]]:
+        """Rules as (holds, message naming the key); none by default."""
+        return []
 
 
 @dataclass(frozen=True)
@@ -36,8 +50,7 @@ class SupernetConfig:
 
     epochs: int = 120
     batch_size: int = 1024  # global batch, split across ranks
-    lr: float = 0.5
-    lr_schedule: str = "linear"  # linear annealing to 0, per step (SPOS)
+    lr: float = 0.5  # annealed linearly to 0, per step (SPOS)
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 4e-5  # weights with more than one dimension only (SPOS)
@@ -46,42 +59,23 @@ class SupernetConfig:
     grad_clip: float = 0.0  # 0: off
     checkpoint_steps: int = 0  # 0: checkpoint at epoch ends only
     max_steps_per_epoch: int = 0  # 0: the whole epoch (tests and smoke runs cap it)
+    fraction: float | None = None  # training-set fraction per epoch; None: the method's own (EnNAS 1/m, else 1)
 
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """Knowledge-distillation knobs shared by EnNAS and Cream."""
+    """What every distilling method shares, so their curves compare like with like: KD start and the probes."""
 
-    start_epoch: int = 20  # paper: KD from epoch 20 of 120
-    m: int = 4  # subnets per batch (EnNAS)
-    lam: float = 1.0  # lambda of Eq. 3 (KDCL practice)
-    tau: float = 3.0  # temperature of Eq. 3 (ONE/KDCL practice)
-    solver: str = "newton"
-    constraint: str = "simplex"
-    beta: float = 2.0  # diversity sampler strength (scale-free)
-    fraction: float | None = None  # training-set fraction per epoch; None: 1/m for EnNAS, 1 otherwise
-    diversity_images: int = 512  # images for the per-epoch operator-diversity estimate
+    start_epoch: int = 20  # paper: KD from epoch 20 of 120 (EnNAS and Cream)
     probe_images: int = 2000  # search-split images for teacher/student measurements
     probe_sets: int = 100  # subnet sets (teachers) measured per epoch (paper §4.2)
-    board_size: int = 10  # Cream's prioritized path board
-    meta_interval: int = 200  # Cream's meta-matching update period (steps)
-    teacher: str = ""  # DNA: timm model name of the teacher ("" picks one for the scale)
-    teacher_checkpoint: str | None = None  # DNA: local weights of the teacher; nothing is downloaded
-    teacher_epochs: int = 10  # DNA: epochs to train the teacher when no checkpoint is given
-    block_epochs: int = 20  # DNA: epochs per block
 
 
 @dataclass(frozen=True)
-class SearchConfig:
-    """Evolution search (SPOS's settings) and candidate scoring."""
+class SearchConfig(EvolutionConfig):
+    """Evolution search (SPOS's settings, from EvolutionConfig) and how candidates are scored."""
 
-    flops_budget: float | None = None  # MACs, hard upper bound; None: the space's default (ennas.context)
-    population: int = 50
-    generations: int = 20
-    topk: int = 10
-    mutation_prob: float = 0.1
-    num_mutation: int = 25
-    num_crossover: int = 25
+    flops_budget: float | None = None  # MACs, hard upper bound; None: the space's default (ennas.core.context)
     eval_images: int = 8000  # fixed subset of the search split scoring each candidate (SPOS: 8,000)
     recal_batches: int = 200  # BN recalibration batches (SPOS: 200 x 128)
     recal_batch_size: int = 128
@@ -126,18 +120,34 @@ class RunConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    sections: Mapping[str, Any] = field(default_factory=dict)  # each method's options, by section name
+
+    def options(self, section: str) -> Any:
+        """A method's options section (a frozen dataclass registered with `register_options`)."""
+        return self.sections[section]
 
     def to_dict(self) -> dict:
-        """Plain JSON-able form (what config.json and checkpoints hold)."""
-        return dataclasses.asdict(self)
+        """Plain JSON-able form (what config.json and checkpoints hold): method sections at the top level."""
+        values = dataclasses.asdict(self)
+        values.update(values.pop("sections"))
+        return values
 
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "benchmark" / "presets"
+SECTIONS: dict[str, type] = {}  # method options sections, filled by the method registry
 
 
-def list_presets() -> list[str]:
-    """Names of the preset files shipped in benchmark/presets."""
-    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+def register_options(name: str, options: type) -> None:
+    """Make `options` (a frozen dataclass) the config section `name`, e.g. `--set ennas.beta=0`."""
+    core = {f.name for f in fields(RunConfig)}
+    if name in core or SECTIONS.get(name, options) is not options:
+        raise ValueError(f"config section {name!r} is taken")
+    SECTIONS[name] = options
+
+
+def with_sections(cfg: RunConfig) -> RunConfig:
+    """`cfg` holding every registered section (defaults where it has none yet)."""
+    sections = {name: cfg.sections.get(name) or cls() for name, cls in sorted(SECTIONS.items())}
+    return dataclasses.replace(cfg, sections=sections)
 
 
 def _coerce(value: Any, example: Any, key: str) -> Any:
@@ -164,12 +174,19 @@ def _coerce(value: Any, example: Any, key: str) -> Any:
 
 def _apply(obj: Any, updates: dict, prefix: str = "") -> Any:
     """A copy of dataclass `obj` with nested `updates` applied; unknown keys fail with the known ones."""
-    known = {f.name: f for f in fields(obj)}
+    known = {f.name: f for f in fields(obj) if f.name != "sections"}
+    sections = dict(getattr(obj, "sections", None) or {}) if isinstance(obj, RunConfig) else None
     changes = {}
     for key, value in updates.items():
         path = f"{prefix}{key}"
+        if sections is not None and key in sections:
+            if not isinstance(value, dict):
+                raise ConfigError(f"setting {path!r} is a section; set one of its keys, e.g. {path}.<key>")
+            sections[key] = _apply(sections[key], value, f"{path}.")
+            continue
         if key not in known:
-            raise ConfigError(f"unknown setting {path!r}; known in this section: {', '.join(known)}")
+            names = ", ".join([*known, *(sections or {})])
+            raise ConfigError(f"unknown setting {path!r}; known in this section: {names}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
@@ -181,7 +198,12 @@ def _apply(obj: Any, updates: dict, prefix: str = "") -> Any:
             changes[key] = {**current, **value} if isinstance(value, dict) else value
         else:
             changes[key] = _coerce(value, current, path)
-    return dataclasses.replace(obj, **changes)
+    if sections is not None:
+        changes["sections"] = sections
+    try:
+        return dataclasses.replace(obj, **changes)
+    except ValueError as err:  # a section's own checks (e.g. EvolutionConfig's)
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {err}") from None
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -199,19 +221,9 @@ def parse_overrides(items: list[str]) -> dict:
     return nested
 
 
-def load_preset(name_or_path: str) -> dict:
-    """A preset by name (benchmark/presets/NAME.json) or by path."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = PRESET_DIR / f"{name_or_path}.json"
-    if not path.is_file():
-        raise ConfigError(f"unknown preset {name_or_path!r}; known: {', '.join(list_presets())}")
-    return json.loads(path.read_text())
-
-
-def resolve(preset: str, overrides: dict | None = None, **top: Any) -> RunConfig:
-    """Preset + top-level arguments (method, space, seed, ...) + nested overrides -> validated RunConfig."""
-    cfg = _apply(RunConfig(), load_preset(preset))
+def resolve(preset: dict, overrides: dict | None = None, **top: Any) -> RunConfig:
+    """Preset values + top-level arguments (method, space, seed, ...) + nested overrides -> validated RunConfig."""
+    cfg = _apply(with_sections(RunConfig()), preset)
     cfg = _apply(cfg, {k: v for k, v in top.items() if v is not None})
     cfg = _apply(cfg, overrides or {})
     validate(cfg)
@@ -220,23 +232,19 @@ def resolve(preset: str, overrides: dict | None = None, **top: Any) -> RunConfig
 
 def from_dict(values: dict) -> RunConfig:
     """Rebuild a RunConfig from its `to_dict` form (config.json, checkpoints)."""
-    return _apply(RunConfig(), values)
+    return _apply(with_sections(RunConfig()), values)
 
 
 def validate(cfg: RunConfig) -> None:
     """Every cross-field rule in one place; raises ConfigError naming the setting."""
+    fraction = cfg.supernet.fraction
     checks = [
-        (cfg.scale in ("imagenet", "proxy"), f"scale must be imagenet or proxy, got {cfg.scale!r}"),
+        (cfg.scale in SCALES, f"scale must be one of {', '.join(SCALES)}, got {cfg.scale!r}"),
         (cfg.supernet.epochs >= 1, "supernet.epochs must be >= 1"),
         (cfg.supernet.batch_size >= 1, "supernet.batch_size must be >= 1"),
         (cfg.supernet.lr > 0, "supernet.lr must be > 0"),
-        (cfg.distill.m >= 1, "distill.m must be >= 1"),
-        (cfg.distill.tau > 0, "distill.tau must be > 0"),
-        (cfg.distill.solver in ("newton", "ecos"), "distill.solver must be newton or ecos"),
-        (cfg.distill.constraint in ("simplex", "sum"), "distill.constraint must be simplex or sum"),
-        (cfg.distill.fraction is None or 0 < cfg.distill.fraction <= 1, "distill.fraction must be in (0, 1]"),
+        (fraction is None or 0 < fraction <= 1, "supernet.fraction must be in (0, 1]"),
         (cfg.search.flops_budget is None or cfg.search.flops_budget > 0, "search.flops_budget must be > 0 (MACs)"),
-        (cfg.search.topk <= cfg.search.population, "search.topk must be <= search.population"),
         (cfg.retrain.epochs >= 0, "retrain.epochs must be >= 0"),
         (cfg.retrain.optimizer in ("rmsproptf", "sgd"), "retrain.optimizer must be rmsproptf or sgd"),
         (cfg.device in ("auto", "cpu", "cuda"), "device must be auto, cpu or cuda"),
@@ -244,6 +252,8 @@ def validate(cfg: RunConfig) -> None:
     band = cfg.supernet.flops_band
     if band is not None:
         checks.append((len(band) == 2 and band[0] < band[1], "supernet.flops_band must be [low, high] with low < high"))
+    for name, section in cfg.sections.items():
+        checks += [(ok, f"{name}.{message}") for ok, message in section.checks()]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)

@@ -7,7 +7,7 @@ from timm.optim import RMSpropTF
 from timm.scheduler import CosineLRScheduler, StepLRScheduler
 from torch import nn
 
-from ennas.config import RetrainConfig, SupernetConfig
+from ennas.core.config import RetrainConfig, SupernetConfig
 
 
 def param_groups(params: list[nn.Parameter], weight_decay: float) -> list[dict]:

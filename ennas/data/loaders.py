@@ -5,17 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-
-def generator(seed: int, *keys: int) -> torch.Generator:
-    """A private torch generator for (seed, *keys), so no draw touches or depends on the global RNG."""
-    # SeedSequence mixes the keys well, unlike seed + epoch, whose streams overlap between runs; the
-    # key count goes in too because SeedSequence ignores trailing zeros ((s, 0) would equal (s,)).
-    state = np.random.SeedSequence([seed, len(keys), *keys]).generate_state(2, np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+from ennas.seeding import generator
 
 
 class EpochSampler(Sampler[int]):

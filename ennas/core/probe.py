@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
-from ennas.diversity import subnet_diversity
-from ennas.evaluate import Batches, batch_statistics, topk_correct
+from ennas.core.evaluate import Batches, batch_statistics, topk_correct
 
 
 @torch.no_grad()
@@ -48,6 +48,18 @@ def summarize(rows: list[dict]) -> dict:
     out["gap"] = out["teacher_acc"] - out["student_acc"]
     out["probe_sets"] = len(rows)
     return out
+
+
+def subnet_diversity(logits: torch.Tensor | np.ndarray) -> float:
+    """Mean over subnet pairs i<j of the mean per-sample ‖z_i − z_j‖: the paper's §4.3 / Fig. 2 measure."""
+    z = torch.as_tensor(logits).detach().to(dtype=torch.float64, device="cpu")
+    if z.dim() != 3:
+        raise ValueError(f"logits must have shape (m, B, C), got {tuple(z.shape)}")
+    m = z.shape[0]
+    if m < 2:
+        return 0.0
+    i, j = torch.triu_indices(m, m, offset=1)
+    return float((z[i] - z[j]).norm(dim=-1).mean())
 
 
 def measure_sets(

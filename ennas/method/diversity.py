@@ -1,4 +1,4 @@
-"""Operator diversity (EnNAS Eq. 4) and subnet-output diversity (§4.3), so the sampler can favour unlike ops.
+"""Operator diversity (EnNAS Eq. 4), so the sampler can favour unlike operators.
 
 ζ(o_a, o_b) = 1 − (1/n) Σ_j cos(vec(o_a(u_j)), vec(o_b(u_j))) over the inputs u_j of a layer. The inputs
 are the paper's "uniformly assigned, then merged" features: image j reaches layer l through the
@@ -78,18 +78,6 @@ def estimate_diversity(
         np.fill_diagonal(zeta, 0.0)
         zetas.append(zeta)
     return zetas
-
-
-def subnet_diversity(logits: torch.Tensor | np.ndarray) -> float:
-    """Mean over subnet pairs i<j of the mean per-sample ‖z_i − z_j‖: the paper's §4.3 / Fig. 2 measure."""
-    z = torch.as_tensor(logits).detach().to(dtype=torch.float64, device="cpu")
-    if z.dim() != 3:
-        raise ValueError(f"logits must have shape (m, B, C), got {tuple(z.shape)}")
-    m = z.shape[0]
-    if m < 2:
-        return 0.0
-    i, j = torch.triu_indices(m, m, offset=1)
-    return float((z[i] - z[j]).norm(dim=-1).mean())
 
 
 def save_diversity(zetas: Sequence[np.ndarray], path: str | Path) -> None:

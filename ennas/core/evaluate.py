@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from ennas import distributed as dist
+from ennas.core import distributed as dist
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 

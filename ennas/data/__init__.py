@@ -1,37 +1,49 @@
-"""The data layer's entry point: a registered dataset cut into seeded train / search / recal / test views.
+"""The data layer: one registry of datasets, each cut once into seeded train / search / recal / test views.
 
-Datasets live in ennas.datasets, samplers and loaders in ennas.loaders; both are re-exported here.
+Storage and views live in ennas.data.storage, one module per dataset beside it, samplers and loaders in
+ennas.data.loaders.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ennas.datasets import DATASETS, SEARCH_FRACTION, SPLIT_KEY, DataError, View
-from ennas.loaders import EpochSampler, generator, make_loader
+from ennas.data import fashion_mnist, imagenet, synthetic
+from ennas.data.loaders import EpochSampler, make_loader
+from ennas.data.storage import DataError, Source, View
+from ennas.seeding import SPLIT_KEY, generator
 
 __all__ = [
     "DATASETS",
     "DataBundle",
     "DataError",
     "EpochSampler",
+    "View",
     "build_data",
-    "generator",
     "make_loader",
     "split_indices",
 ]
+
+
+DATASETS: dict[str, Callable[..., Source]] = {
+    "fashion-mnist": fashion_mnist.fashion_mnist,
+    "imagenet": imagenet.imagenet,
+    "synthetic": synthetic.synthetic,
+}
+SEARCH_FRACTION = 50_000 / 1_281_167  # SPOS and the paper hold out 50,000 of ImageNet's training images
 
 
 @dataclass(frozen=True)
 class DataBundle:
     """Everything a run takes from a dataset; only final evaluation touches `test`."""
 
-    train: View  # the training set minus the search split, train transforms
+    train: View  # the training set minus the search split (its first `train_size` items), train transforms
     search: View  # held out of the training set for architecture search, eval transforms
     recal: View  # a fixed subset of `train` for BN recalibration, train transforms (as SPOS)
     test: View  # the real test / validation set, eval transforms
@@ -63,9 +75,14 @@ def build_data(
     seed: int = 0,
     search_size: int | None = None,
     recal_size: int | None = None,
+    train_size: int | None = None,
     **kw: Any,
 ) -> DataBundle:
-    """Load dataset `name` from the registry and cut it into seeded train / search / recal / test views."""
+    """Load dataset `name` from the registry and cut it into seeded train / search / recal / test views.
+
+    `train_size` keeps only the first n items of the (seeded) train split, after recal was drawn from all of
+    it: proxy runs train on a fixed prefix.
+    """
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}'; known: {', '.join(DATASETS)}")
     builder = DATASETS[name]
@@ -81,7 +98,7 @@ def build_data(
         recal_size = min(src.recal_size, n - search_size)
     train, search, recal = split_indices(n, seed=seed, search_size=search_size, recal_size=recal_size)
     return DataBundle(
-        train=View(src.train, train, src.train_transform),
+        train=View(src.train, train[:train_size], src.train_transform),
         search=View(src.train, search, src.eval_transform),
         recal=View(src.train, recal, src.train_transform),
         test=View(src.test, torch.arange(len(src.test)), src.eval_transform),

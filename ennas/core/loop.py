@@ -1,0 +1,270 @@
+"""The training loop, shared by supernet training (every method), DNA's blocks and teacher, and retraining.
+
+What differs between loops is a small `StepPolicy` (which paths a batch trains, its loss, what happens
+after the step, what an epoch record adds). `train_epochs` runs epochs of `policy.sample_paths` ->
+`policy.batch_loss` -> backward -> gradient averaging over ranks -> optimiser step, writes one record per
+epoch to a JSON-lines log, and saves an atomic checkpoint at every epoch end (and every `checkpoint_steps`
+steps) holding the model, optimiser, scheduler, position, every RNG state, the epoch's running sums and
+the policy's own state. Rerunning after a kill resumes from that checkpoint and reproduces the
+uninterrupted run exactly (with num_workers = 0; worker processes re-seed per epoch, which is exact at
+epoch boundaries only). `build_loop` is the one way to describe a loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ennas.core import checkpoint
+from ennas.core import distributed as dist
+from ennas.core.io import read_jsonl, write_jsonl
+from ennas.data import EpochSampler, make_loader
+from ennas.seeding import path_rng, stream_seed
+from spaces.arch import Arch
+
+if TYPE_CHECKING:
+    from ennas.core.context import RunContext
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One training step's batch as the policy sees it: images, labels, paths, position and learning rate."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    paths: list[Arch]
+    epoch: int
+    index: int  # step within the epoch
+    lr: float  # the first parameter group's learning rate for this step (before the scheduler moves it)
+
+
+class StepPolicy:
+    """What one loop does per batch; every hook but `batch_loss` defaults to doing nothing."""
+
+    def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
+        """Per-epoch preparation (e.g. EnNAS re-estimates operator diversity)."""
+
+    def sample_paths(self, rng: np.random.Generator, epoch: int, step: int) -> list[Arch]:
+        """The path(s) trained on this batch; `rng` is seeded from (seed, epoch, step), identical on all ranks."""
+        return []
+
+    def batch_loss(self, model: nn.Module, step: Step) -> tuple[torch.Tensor, dict]:
+        """The loss to back-propagate and plain statistics (summed over the batch) for the epoch record."""
+        raise NotImplementedError(f"{type(self).__name__} trains no per-batch loss")
+
+    def after_step(self, model: nn.Module, step: Step, stats: dict) -> None:
+        """Work after the optimiser step (e.g. Cream's board update)."""
+
+    def epoch_metrics(self, model: nn.Module, epoch: int) -> dict:
+        """Measurements for the epoch record (teacher / student / diversity; none by default)."""
+        return {}
+
+    def state_dict(self) -> dict:
+        """The policy's own state for checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned."""
+
+
+class Scheduler(Protocol):
+    """Stepped once per optimiser step, with state (torch's LR schedulers and ennas.core.optim.PerStep)."""
+
+    def step(self) -> None: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """Which data the epochs of a loop cover, and how often it checkpoints."""
+
+    dataset: torch.utils.data.Dataset
+    batch_size: int  # global, split across ranks
+    epochs: int
+    stream: str  # random stream of the data order (ennas.seeding.STREAMS)
+    fraction: float = 1.0  # of the dataset per epoch
+    max_steps_per_epoch: int = 0  # 0: no cap
+    checkpoint_steps: int = 0  # 0: at epoch ends only
+
+
+@dataclass
+class Loop:
+    """What one training run consists of; the policy supplies paths and losses."""
+
+    name: str  # "supernet", "retrain", "teacher", "dna_block0", ...: names the checkpoint and the log stage
+    model: nn.Module
+    policy: StepPolicy
+    optimizer: torch.optim.Optimizer
+    scheduler: Scheduler
+    plan: EpochPlan
+    grad_clip: float = 0.0
+    extra_state: dict[str, Any] = field(default_factory=dict)  # other objects with state_dict (e.g. an EMA model)
+    on_epoch_end: Callable[[int], dict] | None = None  # extra record fields (e.g. the teacher's search accuracy)
+
+
+def build_loop(
+    name: str,
+    model: nn.Module,
+    policy: StepPolicy,
+    optimizer: torch.optim.Optimizer,
+    plan: EpochPlan,
+    schedule: Callable[[torch.optim.Optimizer, int], Scheduler],
+    *,
+    grad_clip: float = 0.0,
+    extra_state: dict[str, Any] | None = None,
+    on_epoch_end: Callable[[int], dict] | None = None,
+) -> Loop:
+    """A Loop whose scheduler `schedule(optimizer, steps_per_epoch)` is built from the plan's epoch length."""
+    scheduler = schedule(optimizer, steps_per_epoch(plan))
+    return Loop(name, model, policy, optimizer, scheduler, plan, grad_clip, extra_state or {}, on_epoch_end)
+
+
+def steps_per_epoch(plan: EpochPlan) -> int:
+    """Optimiser steps in one epoch: whole per-rank batches of this epoch's share, capped if configured."""
+    share = math.ceil(round(len(plan.dataset) * plan.fraction) / dist.world_size())
+    steps = share // (plan.batch_size // dist.world_size())
+    if steps == 0:
+        raise ValueError(f"batch size {plan.batch_size} exceeds the {share} training images per rank and epoch")
+    return min(steps, plan.max_steps_per_epoch) if plan.max_steps_per_epoch else steps
+
+
+def epoch_loader(ctx: RunContext, plan: EpochPlan, epoch: int, skip_steps: int, steps: int):
+    """This rank's batches of `epoch`, starting after `skip_steps` batches (resuming mid-epoch)."""
+    per_rank = plan.batch_size // dist.world_size()
+    sampler = EpochSampler(
+        len(plan.dataset),
+        seed=stream_seed(ctx.cfg.seed, plan.stream),
+        fraction=plan.fraction,
+        rank=dist.rank(),
+        world_size=dist.world_size(),
+    )
+    sampler.set_epoch(epoch)
+    indices = list(sampler)[skip_steps * per_rank : steps * per_rank]
+    return make_loader(
+        plan.dataset,
+        per_rank,
+        sampler=indices,
+        drop_last=True,
+        seed=stream_seed(ctx.cfg.seed, plan.stream, epoch),
+        num_workers=ctx.cfg.data.num_workers,
+    )
+
+
+def train_step(ctx: RunContext, loop: Loop, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int) -> dict:
+    """One optimiser step on one batch; returns the policy's batch statistics plus the rank-averaged loss."""
+    x = x.to(ctx.device, non_blocking=True)
+    y = y.to(ctx.device, non_blocking=True)
+    if ctx.cfg.channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    paths = loop.policy.sample_paths(path_rng(ctx.cfg.seed, epoch, step), epoch, step)
+    batch = Step(x, y, paths, epoch, step, loop.optimizer.param_groups[0]["lr"])
+    # set_to_none: operators off the path keep grad None, so SGD moves them by neither momentum nor decay
+    loop.optimizer.zero_grad(set_to_none=True)
+    loss, stats = loop.policy.batch_loss(loop.model, batch)
+    loss.backward()
+    params = [p for group in loop.optimizer.param_groups for p in group["params"]]
+    dist.average_gradients(params)
+    mean_loss = (dist.all_sum(loss.detach().float().reshape(1)) / dist.world_size()).item()
+    if not math.isfinite(mean_loss):
+        raise TrainingDiverged(
+            f"{loop.name} loss became {mean_loss} at epoch {epoch} step {step}; stopped, and the last good "
+            f"checkpoint {ctx.file(loop.name + '_checkpoint.pt')} is kept (lower the learning rate and rerun)"
+        )
+    if loop.grad_clip:
+        nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], loop.grad_clip)
+    loop.optimizer.step()
+    loop.scheduler.step()
+    loop.policy.after_step(loop.model, batch, stats)
+    return {**stats, "loss_sum": mean_loss * stats.get("count", len(y))}
+
+
+def add_sums(sums: dict, stats: dict) -> dict:
+    """Accumulate numeric batch statistics into the epoch's running sums."""
+    for k, v in stats.items():
+        if isinstance(v, int | float):
+            sums[k] = sums.get(k, 0) + v
+    return sums
+
+
+def epoch_record(ctx: RunContext, loop: Loop, epoch: int, sums: dict, wall: float) -> dict:
+    """The JSON record of one finished epoch (DESIGN.md §7)."""
+    count = max(sums.get("count", 0), 1)
+    record = {
+        "method": ctx.cfg.method,
+        "space": ctx.cfg.space,
+        "seed": ctx.cfg.seed,
+        "stage": loop.name,
+        "epoch": epoch,
+        "loss": sums.get("loss_sum", 0.0) / count,
+        "train_acc": 100.0 * sums.get("correct", 0) / count,
+        "lr": loop.optimizer.param_groups[0]["lr"],
+        "wall_s": wall,
+        "device_s": wall * dist.world_size(),
+        "world_size": dist.world_size(),
+    }
+    record.update(loop.policy.epoch_metrics(loop.model, epoch))
+    if loop.on_epoch_end is not None:
+        record.update(loop.on_epoch_end(epoch))
+    return record
+
+
+def train_epochs(ctx: RunContext, loop: Loop, log_name: str = "train_log.jsonl") -> list[dict]:
+    """Run (or resume) the loop to its last epoch; returns every epoch record of this stage."""
+    start_epoch, start_step, sums = checkpoint.load(ctx, loop)
+    log_path: Path = ctx.file(log_name)
+    others = [r for r in read_jsonl(log_path) if r.get("stage") != loop.name]
+    records = [r for r in read_jsonl(log_path) if r.get("stage") == loop.name and r["epoch"] < start_epoch]
+    plan = loop.plan
+    for epoch in range(start_epoch, plan.epochs):
+        steps = steps_per_epoch(plan)
+        skip = start_step if epoch == start_epoch else 0
+        if skip == 0:
+            sums = {}
+            loop.policy.on_epoch_start(loop.model, epoch)
+        loop.model.train()
+        wall = sums.pop("wall_s", 0.0)
+        t0 = time.time()
+        bar = tqdm(
+            epoch_loader(ctx, plan, epoch, skip, steps),
+            total=steps,
+            initial=skip,
+            leave=False,
+            desc=f"{ctx.cfg.method} {loop.name} {epoch + 1}/{plan.epochs}",
+            disable=not (ctx.cfg.progress and dist.is_main()),
+        )
+        for step, (x, y) in enumerate(bar, start=skip):
+            sums = add_sums(sums, train_step(ctx, loop, x, y, epoch, step))
+            if plan.checkpoint_steps and (step + 1) % plan.checkpoint_steps == 0 and step + 1 < steps:
+                checkpoint.save(ctx, loop, epoch, step + 1, {**sums, "wall_s": wall + time.time() - t0})
+        record = epoch_record(ctx, loop, epoch, sums, wall + time.time() - t0)
+        records.append(record)
+        if dist.is_main():
+            write_jsonl(log_path, others + records)
+            bar.write(json_line(record))
+        checkpoint.save(ctx, loop, epoch + 1, 0, {})
+    return records
+
+
+def json_line(record: dict) -> str:
+    """A short human summary of an epoch record for the console."""
+    keys = ("epoch", "loss", "train_acc", "teacher_acc", "student_acc", "gap", "diversity", "test_top1", "wall_s")
+    parts = [
+        f"{k}={record[k]:.4g}" if isinstance(record[k], float) else f"{k}={record[k]}"
+        for k in keys
+        if record.get(k) is not None
+    ]
+    return f"[{record['method']} {record['stage']}] " + " ".join(parts)

@@ -1,0 +1,107 @@
+"""The pipeline every method runs: supernet training -> evolution search -> retraining -> final.json.
+
+Each stage leaves a completion file (`supernet.pt`, `search_result.json`, `final.json`); rerunning the
+same command skips complete stages and resumes an interrupted one from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+
+import torch
+
+from ennas.core import distributed as dist
+from ennas.core.context import RunContext
+from ennas.core.io import load_torch, read_json, read_jsonl, save_torch, write_json
+from ennas.core.method import Method
+from ennas.core.retrain import retrain
+from ennas.core.search import check_budget
+from spaces.arch import decode, describe, encode
+
+
+def supernet_stage(ctx: RunContext, method: Method) -> None:
+    """Train the supernet with the method's own stage, or load it when a previous run finished it."""
+    done = ctx.file("supernet.pt")
+    model = ctx.supernet
+    if done.exists():
+        state = load_torch(done, ctx.device)
+        model.load_state_dict(state["model"])
+        method.load_state_dict(state["method"])
+        return
+    method.train_supernet(model)
+    if dist.is_main():
+        save_torch(done, {"model": model.state_dict(), "method": method.state_dict()})
+    dist.barrier()
+
+
+def search_stage(ctx: RunContext, method: Method) -> dict:
+    """The method's search under the FLOPs budget (evolution by default), recorded in search_result.json."""
+    done = ctx.file("search_result.json")
+    if done.exists():
+        return read_json(done)
+    result = method.search(ctx.supernet)
+    result.update(method.final_extras())
+    if dist.is_main():
+        write_json(done, result)
+    dist.barrier()
+    return result
+
+
+def environment() -> dict:
+    """Versions, machine and git commit for config.json."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        commit = ""
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "world_size": dist.world_size(),
+        "git_commit": commit.strip() or None,
+    }
+
+
+def run_pipeline(ctx: RunContext, method: Method) -> dict:
+    """Supernet -> search -> retrain for one method, skipping what is already complete in the output folder."""
+    final_path = ctx.file("final.json")
+    if final_path.exists():
+        return read_json(final_path)
+    check_budget(ctx.space, ctx.table.flops, ctx.flops_budget, ctx.table.bounds())  # before any work
+    if dist.is_main():
+        write_json(ctx.file("config.json"), {**ctx.cfg.to_dict(), "environment": environment()})
+    supernet_stage(ctx, method)
+    found = search_stage(ctx, method)
+    arch = decode(ctx.space, found["arch"])
+    trained = retrain(ctx, arch)
+    supernet_s = sum(r["device_s"] for r in read_jsonl(ctx.file("train_log.jsonl")) if r.get("stage") != "retrain")
+    search_s = supernet_s + found.get("search_device_s", 0.0)
+    final = {
+        "method": ctx.cfg.method,
+        "space": ctx.cfg.space,
+        "scale": ctx.cfg.scale,
+        "dataset": ctx.data.name,
+        "seed": ctx.cfg.seed,
+        "arch": encode(arch),
+        "arch_readable": describe(ctx.space, arch),
+        "flops": ctx.table.flops(arch),
+        "mflops": ctx.table.flops(arch) / 1e6,
+        "params": ctx.table.params(arch),
+        "top1": trained["top1"],
+        "top5": trained["top5"],
+        "supervised": type(method).supervised,
+        "search_score": found.get("search_score"),
+        "search_cost_device_hours": search_s / 3600,
+        "supernet_device_s": supernet_s,
+        "search_device_s": found.get("search_device_s", 0.0),
+        "retrain_device_s": trained["retrain_device_s"],
+        "device": str(ctx.device),
+        "world_size": dist.world_size(),
+        "extras": {k: v for k, v in found.items() if k not in ("arch", "flops")},
+    }
+    if dist.is_main():
+        write_json(final_path, final)
+    return final
