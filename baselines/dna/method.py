@@ -40,7 +40,7 @@ from baselines.dna.teacher import (
 from baselines.dna.traverse import traverse
 from ennas.core import distributed as dist
 from ennas.core.config import Options
-from ennas.core.evolution import run_evolution
+from ennas.core.evolution import run_evolution, search_record
 from ennas.core.io import write_jsonl
 from ennas.core.loop import EpochPlan, Loop, build_loop, train_epochs
 from ennas.core.method import Method, register_method
@@ -172,7 +172,7 @@ class DNA(Method):
         trainee = copy.deepcopy(self.teacher).train()
         self.teacher.eval().requires_grad_(False)
         loops = {"teacher": teacher_loop(self.ctx, trainee)}
-        loops.update({f"dna_block{i}": self.block_loop(model, i) for i in range(len(self.ranges))})
+        loops.update({f"block{i}": self.block_loop(model, i) for i in range(len(self.ranges))})
         return loops
 
     # --- search stage -----------------------------------------------------------------------------
@@ -252,7 +252,7 @@ class DNA(Method):
         arch = tuple(c for i, k in enumerate(choice) for c in paths[i][k])
         record = {"arch": encode(arch), "score": -summed, "flops": ctx.table.flops(arch), "kind": "traversal"}
         if dist.is_main():
-            write_jsonl(ctx.file("search.jsonl"), [{**record, "method": ctx.cfg.method, "space": ctx.cfg.space}])
+            write_jsonl(ctx.file("search.jsonl"), [search_record(ctx, record)])
         return arch, summed, [options[i][k][0] for i, k in enumerate(choice)]
 
     def evolution(self, model: SuperNet, ratings: RatingLog) -> tuple[Arch, float, list[float]]:

@@ -22,13 +22,18 @@ from ennas.seeding import stream_seed
 from spaces.arch import Arch, encode
 
 
+def search_record(ctx: RunContext, r: dict) -> dict:
+    """A search log record: the candidate's fields plus the run's method, space and seed (every writer)."""
+    return {**r, "method": ctx.cfg.method, "space": ctx.cfg.space, "seed": ctx.cfg.seed}
+
+
 def search_log(ctx: RunContext, name: str) -> tuple[list[dict], dict, Callable[[dict], None]]:
     """A search's records so far (resuming), the score cache they give, and the callback that records more."""
     path = ctx.file(name)
     records = read_jsonl(path)
 
     def record(r: dict) -> None:
-        records.append({**r, "method": ctx.cfg.method, "space": ctx.cfg.space, "seed": ctx.cfg.seed})
+        records.append(search_record(ctx, r))
         if dist.is_main():
             write_jsonl(path, records)
 
