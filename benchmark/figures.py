@@ -1,0 +1,135 @@
+"""Figures 1-3 drawn from the tidy tables: teacher/student top-1, subnet diversity and ranking fidelity per epoch."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from benchmark.results import LABELS, Results, display_order, seed_text
+
+COLORS = {"spos": "tab:gray", "cream": "tab:orange", "dna": "tab:purple", "ennas-wo-ds": "tab:blue"}
+COLORS |= {"ennas": "tab:red", "ennas-beta0": "tab:green"}
+FIG1_LABELS = ("ennas", "ennas-wo-ds", "cream")
+FIG2_LABELS = ("ennas", "ennas-wo-ds", "ennas-beta0")
+
+
+def _figure(n: int) -> tuple[Figure, list]:
+    """A figure with one panel per space, side by side."""
+    fig = Figure(figsize=(5.6 * n, 4.6), layout="constrained")
+    return fig, list(fig.subplots(1, n, squeeze=False)[0])
+
+
+def _band(ax, df: pd.DataFrame, y: str, color: str, style: str, label: str, low: str = "", high: str = "") -> None:
+    """Mean over seeds per epoch as a line; min–max over seeds shaded (one seed: its `low`–`high` columns)."""
+    g = df.dropna(subset=[y]).groupby("epoch")
+    mean = g[y].mean()
+    if mean.empty:
+        return
+    ax.plot(mean.index, mean.to_numpy(), linestyle=style, color=color, label=label, marker=".")
+    if df["seed"].nunique() > 1:
+        ax.fill_between(mean.index, g[y].min().to_numpy(), g[y].max().to_numpy(), color=color, alpha=0.15, lw=0)
+    elif low and low in df and df[low].notna().any():
+        ax.fill_between(mean.index, g[low].mean().to_numpy(), g[high].mean().to_numpy(), color=color, alpha=0.15, lw=0)
+
+
+def _curves(res: Results, df: pd.DataFrame, path: Path, draw, ylabel: str, title: str, caption: str) -> None:
+    """One panel per space with `draw(ax, space_df)`, labelled, titled and saved without a timestamp."""
+    spaces = list(dict.fromkeys(df["space"]))
+    fig, axes = _figure(len(spaces))
+    for ax, space in zip(axes, spaces):
+        draw(ax, df[df["space"] == space])
+        ax.set(title=f"space {space}", xlabel="supernet epoch", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=7)
+    width = int(15 * 5.6 * len(spaces))  # characters per line at fontsize 9
+    text = f"{title} — preset {res.preset}, spaces {', '.join(spaces)}, seeds {seed_text(df)}"
+    fig.suptitle(textwrap.fill(text, width) + "\n" + textwrap.fill(caption, width), fontsize=9)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+
+
+def fig1(res: Results, path: Path) -> str | None:
+    """Teacher (solid) and student (dashed) top-1 per supernet epoch; returns why it was skipped, or None."""
+    df = res.logs[res.logs["label"].isin(FIG1_LABELS) & res.logs["teacher_acc"].notna()]
+    if df.empty:
+        return "no teacher/student records of ennas, ennas-wo-ds or cream in train_log.jsonl"
+    last = res.last[res.last["label"].isin(FIG1_LABELS)]
+    if last["teacher_acc_se"].notna().any():
+        se = f"probe s.e. at the last epoch (mean over runs): teacher ±{last['teacher_acc_se'].mean():.2f}, "
+        se += f"students ±{last['student_acc_se'].mean():.2f} points"
+    else:
+        se = "probe standard errors not logged"
+
+    def draw(ax, d):
+        for label in FIG1_LABELS:
+            dl = d[d["label"] == label]
+            if len(dl):
+                n = dl["seed"].nunique()
+                _band(ax, dl, "teacher_acc", COLORS[label], "-", f"{label} teacher (n={n})")
+                _band(ax, dl, "student_acc", COLORS[label], "--", f"{label} students")
+
+    caption = f"lines: mean over seeds; bands: min–max over seeds; {se}"
+    _curves(res, df, path, draw, "top-1 on probe images (%)", "Teacher vs student top-1", caption)
+    return None
+
+
+def fig2(res: Results, path: Path) -> str | None:
+    """Subnet diversity per supernet epoch of ennas, ennas-wo-ds and the beta = 0 control."""
+    df = res.logs[res.logs["label"].isin(FIG2_LABELS) & res.logs["diversity"].notna()]
+    if df.empty:
+        return "no diversity records of ennas, ennas-wo-ds or ennas-beta0 in train_log.jsonl"
+
+    def draw(ax, d):
+        for label in FIG2_LABELS:
+            dl = d[d["label"] == label]
+            if len(dl):
+                _band(ax, dl, "diversity", COLORS[label], "-", f"{label} (n={dl['seed'].nunique()})")
+
+    caption = "lines: mean over seeds; bands: min–max over seeds; ennas-beta0 = ennas with ennas.beta = 0"
+    _curves(res, df, path, draw, "mean pairwise Euclidean distance of logits", "Subnet diversity", caption)
+    return None
+
+
+def ranking_curves(rk: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Supernet τ rows and reference rows (space, ref, tau) from ranking.csv: long form (a `predictor` column,
+    as benchmark.ranking writes) or wide form (`flops_tau`, `ceiling_tau` columns)."""
+    if rk.empty or not {"epoch", "kendall_tau"} <= set(rk.columns):
+        return pd.DataFrame(), pd.DataFrame()
+    if "predictor" in rk:
+        curves = rk[rk["predictor"] == "supernet"]
+        refs = rk[rk["predictor"].isin(["flops", "ceiling"])].rename(columns={"predictor": "ref", "kendall_tau": "tau"})
+    else:
+        curves = rk
+        parts = [rk.assign(ref=c[:-4], tau=rk[c]) for c in ("flops_tau", "ceiling_tau") if c in rk]
+        refs = pd.concat(parts) if parts else pd.DataFrame(columns=["space", "ref", "tau"])
+    return curves.dropna(subset=["epoch", "kendall_tau"]), refs[["space", "ref", "tau"]].dropna()
+
+
+def fig3(res: Results, path: Path) -> str | None:
+    """Kendall τ of each label's supernet against the ground truth per supernet epoch, with reference lines."""
+    curves, refs = ranking_curves(res.ranking)
+    if curves.empty:
+        return "no run has a ranking.csv (with epoch and kendall_tau columns)"
+
+    def draw(ax, d):
+        for label in sorted(set(d["label"]), key=display_order(d["label"], LABELS).get):
+            dl = d[d["label"] == label]
+            band = ("tau_low", "tau_high") if "tau_low" in dl else ("", "")
+            _band(ax, dl, "kendall_tau", COLORS.get(label, "black"), "-", f"{label} (n={dl['seed'].nunique()})", *band)
+        for ref, style in (("flops", ":"), ("ceiling", "--")):
+            tau = refs[(refs["space"] == d["space"].iloc[0]) & (refs["ref"] == ref)]["tau"]
+            if len(tau):
+                ax.axhline(tau.mean(), color="black", linestyle=style, lw=1, label=f"{ref} τ {tau.mean():.2f}")
+
+    caption = (
+        "bands: min–max over seeds (one seed: its 95 % interval); dotted: FLOPs-only τ, dashed: ground-truth ceiling"
+    )
+    _curves(res, curves, path, draw, "Kendall τ vs stand-alone ground truth", "Ranking fidelity", caption)
+    return None
+
+
+FIGURES = {"fig1_teacher_accuracy.png": fig1, "fig2_diversity.png": fig2, "fig3_ranking.png": fig3}
