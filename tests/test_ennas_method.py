@@ -62,7 +62,7 @@ def test_loss_is_sum_of_ces_before_kd_start(ctx, batch):
 
 def test_loss_after_kd_start_adds_detached_ensemble_kd(ctx, batch):
     method, model, (x, y) = EnNASWithoutDS(ctx), ctx.supernet, batch
-    d = ctx.cfg.distill
+    d = ctx.cfg.options("ennas")
     paths = method.sample_paths(path_rng(0, 1, 0), 1, 0)
     model.zero_grad(set_to_none=True)
     loss, _ = method.batch_loss(model, Step(x, y, paths, 1, 0, 0.1))
