@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import json
 import multiprocessing
 import os
 import shlex
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -42,7 +42,7 @@ from ennas.core import distributed as dist
 from ennas.core.config import ConfigError, RunConfig, parse_overrides, resolve
 from ennas.core.context import RunContext
 from ennas.core.evaluate import evaluate
-from ennas.core.io import read_json, write_json
+from ennas.core.io import read_json, write_json, write_text
 from ennas.core.loop import TrainingDiverged
 from ennas.core.retrain import load_retrained, retrain
 from ennas.data import DataError
@@ -143,20 +143,12 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
-    """The whole CSV through a temp file and a rename, so an interrupted write never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """The whole CSV atomically (ennas.core.io), so an interrupted write never leaves half a file."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
 
 
 def train_one(cfg: RunConfig, arch: str, out: Path) -> dict:

@@ -129,7 +129,7 @@ def cost_key(method: str, loop: str) -> str:
     return method if loop == "supernet" else f"{method}_{loop}"
 
 
-def method_loops(methods: tuple[str, ...], batch: int, steps: int, batches: list) -> tuple[dict, dict]:
+def method_loops(methods: tuple[str, ...], ctx, batch: int, steps: int, batches: list) -> tuple[dict, dict]:
     """Every method's cost loops on one shared initial supernet, warmed up; and each loop's per-epoch work (s).
 
     The per-epoch work is the policy's `on_epoch_start` (EnNAS's diversity estimate), timed once.
@@ -139,7 +139,6 @@ def method_loops(methods: tuple[str, ...], batch: int, steps: int, batches: list
     from benchmark.methods import METHODS
     from ennas.core.loop import train_step
 
-    ctx = proxy_context("spos", batch, steps)
     loops, per_epoch = {}, {}
     for name in methods:
         mctx = proxy_context(name, batch, steps)
@@ -191,7 +190,7 @@ def method_epoch_costs(
     ctx = proxy_context("spos", batch, steps)
     loader = torch.utils.data.DataLoader(ctx.data.train, batch_size=batch, shuffle=False)
     batches = [b for _, b in zip(range(steps + 10), loader)]
-    loops, per_epoch = method_loops(methods, batch, steps, batches)
+    loops, per_epoch = method_loops(methods, ctx, batch, steps, batches)
     train_size = resolve(load_preset("proxy"), method="spos", space="s1").data.train_size  # what a proxy epoch sees
     times: dict[str, list[float]] = {key: [] for key in loops}
     for step, (x, y) in enumerate(batches[10:]):

@@ -27,6 +27,11 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def write_text(path: Path, text: str) -> None:
+    """A whole text file (UTF-8), atomically."""
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
 def write_json(path: Path, value: Any) -> None:
     """One JSON document, atomically."""
     _atomic_write(path, lambda f: f.write((json.dumps(value, indent=2, default=str) + "\n").encode()))
@@ -39,8 +44,7 @@ def read_json(path: Path) -> Any:
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
     """A whole JSON-lines file, atomically (logs are small; rewriting keeps them whole)."""
-    text = "".join(json.dumps(r, default=str) + "\n" for r in records)
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in records))
 
 
 def read_jsonl(path: Path) -> list[dict]:
