@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import multiprocessing
@@ -47,7 +48,7 @@ from ennas.core.loop import TrainingDiverged
 from ennas.core.retrain import load_retrained, retrain
 from ennas.data import DataError
 from spaces.arch import Arch, decode, encode, sample_uniform
-from spaces.registry import SpaceSpec, list_spaces
+from spaces.registry import SpaceSpec, get_space, list_spaces
 
 ARCH_SEED = 20_240_917  # the architectures' draw; fixed so that every rerun and machine draws the same list
 BAND_FRACTION = 0.75  # default band: [0.75 x budget, budget]
@@ -106,10 +107,24 @@ def draw_archs(space: SpaceSpec, mflops, band: tuple[float, float], n: int, seed
     return list(found)
 
 
+def layout_digest(space: SpaceSpec) -> str:
+    """A short digest of the space's whole layout (stem, layers and their candidates, tail), so a ground truth
+    made before a layout change is refused rather than mixed with one made after it."""
+    spec = {f.name: getattr(space, f.name) for f in dataclasses.fields(space) if f.compare}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+
+
 def training_fingerprint(cfg: RunConfig) -> dict:
-    """What decides one training's result: space, recipe and data (not the machine, root or worker count)."""
+    """What decides one training's result: space and its layout, recipe and data (not the machine, root or
+    worker count)."""
     data = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in ("root", "num_workers")}
-    values = {"space": cfg.space, "scale": cfg.scale, "recipe": dataclasses.asdict(cfg.retrain), "data": data}
+    values = {
+        "space": cfg.space,
+        "scale": cfg.scale,
+        "layout": layout_digest(get_space(cfg.space, cfg.scale)),
+        "recipe": dataclasses.asdict(cfg.retrain),
+        "data": data,
+    }
     return json.loads(json.dumps(values))  # as it reads back from JSON (tuples become lists)
 
 

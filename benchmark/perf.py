@@ -103,6 +103,18 @@ def spos_training_throughput(space_name: str = "s1", batch: int = 128, steps: in
     return out
 
 
+def proxy_train_size() -> int:
+    """Images in the proxy preset's training split (its `data.train_size`, or the whole split when unset)."""
+    from benchmark.preset import load_preset
+    from ennas.core.config import resolve
+    from ennas.data import build_data
+
+    d = resolve(load_preset("proxy"), method="spos", space="s1").data
+    if d.train_size:
+        return d.train_size
+    return len(build_data(d.dataset, d.root, seed=0, search_size=d.search_size, recal_size=d.recal_size).train)
+
+
 def proxy_context(method: str, batch: int, steps: int, overrides: dict | None = None):
     """A proxy-preset run context on a throw-away folder, with enough training images for `steps` batches."""
     import tempfile
@@ -183,15 +195,13 @@ def method_epoch_costs(
     each loop's epochs at the preset's counts (DNA: teacher epochs + epochs per block). Cream's meta step is
     timed apart and amortised. Probe measurements are instrumentation, not training, and excluded.
     """
-    from benchmark.preset import load_preset
-    from ennas.core.config import resolve
     from ennas.core.loop import steps_per_epoch, train_step
 
     ctx = proxy_context("spos", batch, steps)
     loader = torch.utils.data.DataLoader(ctx.data.train, batch_size=batch, shuffle=False)
     batches = [b for _, b in zip(range(steps + 10), loader)]
     loops, per_epoch = method_loops(methods, ctx, batch, steps, batches)
-    train_size = resolve(load_preset("proxy"), method="spos", space="s1").data.train_size  # what a proxy epoch sees
+    train_size = proxy_train_size()  # what a proxy epoch draws its share from
     times: dict[str, list[float]] = {key: [] for key in loops}
     for step, (x, y) in enumerate(batches[10:]):
         for key in loops if step % 2 else reversed(loops):

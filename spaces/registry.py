@@ -82,11 +82,14 @@ CREAM_OPS = tuple(mbconv(k, e, se=0.25) for k in (3, 5, 7) for e in (4, 6))
 SPOS_OPS = tuple(shuffle(k, affine=False) for k in (3, 5, 7)) + (xception(affine=False),)
 
 # (out channels, stride of the stage's first layer) per stage
+# The proxy (calibrated, results/proxy/calibration.md): stem at stride 2 (14x14), its DS block widens to 24,
+# then two stages of 4 layers at 7x7 and 4x4. Only the first layer of each stage changes shape; the other
+# 6 of 8 are residual and offer Identity, so weight sharing couples weakly and a step is cheap.
 MOBILE_STAGES = {
     "imagenet": ((24, 2), (40, 2), (80, 2), (96, 1), (192, 2)),
-    "proxy": ((24, 2), (32, 2), (48, 1), (64, 2)),
+    "proxy": ((40, 2), (64, 2)),
 }
-MOBILE_STEM = {"imagenet": {"chs": 16, "stride": 2}, "proxy": {"chs": 16, "stride": 1}}
+MOBILE_STEM = {"imagenet": {"chs": 16, "stride": 2, "ds": 16}, "proxy": {"chs": 16, "stride": 2, "ds": 24}}
 MOBILE_TAIL = {"imagenet": (320, 1280), "proxy": (96, 192)}
 RESOLUTION = {"imagenet": 224, "proxy": 28}
 
@@ -108,7 +111,7 @@ def stage_layers(
 
 def mobile_space(name: str, scale: str, depth: int, ops: tuple, identity: bool, cream: bool = False) -> SpaceSpec:
     """A MobileNetV2/Cream-like space: stem, fixed depthwise-separable, searchable stages, 1x1, head."""
-    stem = dict(MOBILE_STEM[scale], act="swish", ds=16, ds_se=0.25 if cream else 0.0)
+    stem = dict(MOBILE_STEM[scale], act="swish", ds_se=0.25 if cream else 0.0)
     stages = MOBILE_STAGES[scale]
     layers = stage_layers(stem["ds"], stages, (depth,) * len(stages), ops, identity)
     conv_chs, head_chs = MOBILE_TAIL[scale]
@@ -148,7 +151,7 @@ def spos_space(scale: str) -> SpaceSpec:
 
 
 def _builders() -> dict:
-    depth = {"imagenet": (4, 6), "proxy": (2, 3)}
+    depth = {"imagenet": (4, 6), "proxy": (4, 6)}
     return {
         "s1": lambda sc: mobile_space("s1", sc, depth[sc][0], S1_OPS, identity=True),
         "s2": lambda sc: mobile_space("s2", sc, depth[sc][0], S2_OPS, identity=True),

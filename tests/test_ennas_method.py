@@ -1,6 +1,7 @@
 """EnNAS and EnNAS w/o DS: loss before/after KD start, detached teacher, m-path gradients, sampling, state,
 what their smoke runs log (resume and the pipeline itself: test_method_contract.py)."""
 
+import dataclasses
 import io
 import json
 
@@ -48,6 +49,11 @@ def test_registered_and_fraction(ctx):
     assert get_method("ennas") is EnNAS and get_method("ennas-wo-ds") is EnNASWithoutDS
     assert EnNASWithoutDS(ctx).epoch_fraction() == pytest.approx(1 / M)
     assert EnNAS(ctx).epoch_fraction() == pytest.approx(1 / M)
+    half = RunContext(
+        dataclasses.replace(ctx.cfg, supernet=dataclasses.replace(ctx.cfg.supernet, fraction=0.5)), ctx.out, ctx.device
+    )
+    assert EnNAS(half).epoch_fraction() == pytest.approx(0.5 / M)  # supernet.fraction is per path, for every method
+    assert get_method("spos")(half).epoch_fraction() == 0.5
 
 
 def test_loss_is_sum_of_ces_before_kd_start(ctx, batch):

@@ -53,13 +53,14 @@ class Method(StepPolicy):
         self.ctx = ctx
         self.opts = ctx.cfg.options(self.section) if self.options is not None else None
 
-    def default_fraction(self) -> float:
-        """The training-set fraction per epoch when `supernet.fraction` is unset."""
-        return 1.0
+    def paths_per_step(self) -> int:
+        """Paths trained on each batch (EnNAS: its m subnets); an epoch covers 1/this of `supernet.fraction`."""
+        return 1
 
     def epoch_fraction(self) -> float:
-        """Fraction of the training set seen per supernet epoch."""
-        return self.ctx.cfg.supernet.fraction or self.default_fraction()
+        """Fraction of the training set seen per supernet epoch: `supernet.fraction` over the paths per step, so
+        every method makes as many per-path updates per epoch (the paper's fair-cost rule)."""
+        return self.ctx.cfg.supernet.fraction / self.paths_per_step()
 
     def extra_modules(self) -> dict[str, nn.Module]:
         """Trainable modules besides the supernet that the method owns (trained and saved with it)."""
@@ -101,4 +102,14 @@ def supernet_loop(ctx: RunContext, method: Method, model: nn.Module) -> Loop:
         return linear_schedule(optimizer, cfg.epochs * steps)
 
     optimizer = supernet_optimizer(params, cfg)
-    return build_loop("supernet", model, method, optimizer, plan, schedule, grad_clip=cfg.grad_clip, extra_state=extra)
+    return build_loop(
+        "supernet",
+        model,
+        method,
+        optimizer,
+        plan,
+        schedule,
+        grad_clip=cfg.grad_clip,
+        extra_state=extra,
+        snapshot_epochs=cfg.snapshot_epochs,
+    )

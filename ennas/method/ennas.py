@@ -15,7 +15,7 @@ Decisions (DESIGN.md §2):
 - **Sum, not mean, of the m losses.** The paper sums per-subnet losses and Algorithm 1 updates the weights
   once per subnet; one SGD step on the sum is those m steps to first order, so every sampled operator moves
   as far as in one SPOS step (the stem, the tail and an operator shared by several subnets take the sum of
-  their gradients, as over those m steps), and with 1/m of the data per epoch (`default_fraction`) EnNAS makes
+  their gradients, as over those m steps), and with 1/m of the data per epoch (`paths_per_step`) EnNAS makes
   as many per-subnet updates per epoch as SPOS. The logged `loss` is thus the sum over the m subnets;
   `train_acc` is their mean.
 - **Teacher.** w is solved on the detached logits and t is built from them, so no gradient flows through
@@ -29,8 +29,8 @@ Decisions (DESIGN.md §2):
   equally with CE; τ = 3.0, as ONE (related online-distillation work uses 2-4). The τ² factor keeps the
   soft-target gradients, which shrink as 1/τ², comparable to CE's whatever τ is.
 - **Probes** (Fig. 1, Fig. 2, the gap): `distill.probe_sets` sets per epoch from the method's own sampler
-  (seeded by (seed, "probe", epoch)); a set's teacher is its ensemble with weights solved on the probe labels.
-  Per rank on its probe shard, then averaged over ranks. Also logged: the training teachers' mean max
+  (seeded by (seed, "probe", epoch)); a set's teacher is its ensemble with weights solved on the probe's fit
+  images and scored, like the students, on its other images (`ennas.core.probe`). Also logged: the training teachers' mean max
   weight and weight entropy, the mean KD term, and the solve's share of step time (`solve_share`);
   for `ennas`, the sampler's expected within-set ζ against independent uniform sets'.
 """
@@ -49,7 +49,7 @@ from ennas.core import distributed as dist
 from ennas.core.config import Options
 from ennas.core.loop import Step
 from ennas.core.method import Method, register_method
-from ennas.core.probe import measure_sets
+from ennas.core.probe import ProbeSet, measure_sets
 from ennas.method.distill import kd_loss
 from ennas.method.diversity import estimate_diversity, save_diversity
 from ennas.method.ensemble import CONSTRAINTS, SOLVERS, ensemble_logits, ensemble_weights
@@ -59,8 +59,6 @@ from spaces.arch import Arch
 
 if TYPE_CHECKING:
     from ennas.core.context import RunContext
-
-PROBE_KEYS = ("teacher_acc", "student_acc", "gap", "diversity")
 
 
 @dataclass(frozen=True)
@@ -104,9 +102,9 @@ class EnNASWithoutDS(Method):
         self._step_start = 0.0
 
     # --- sampling ------------------------------------------------------------------------------
-    def default_fraction(self) -> float:
-        """1/m of the training set per epoch (the paper's fair-cost rule), unless supernet.fraction is set."""
-        return 1.0 / self.m
+    def paths_per_step(self) -> int:
+        """The m subnets of every batch: an epoch covers 1/m of the data (the paper's fair-cost rule)."""
+        return self.m
 
     def draw_set(self, rng: np.random.Generator) -> list[Arch]:
         """One set of m paths: the training batches and the probes draw from this one rule."""
@@ -186,13 +184,8 @@ class EnNASWithoutDS(Method):
         if probe_sets <= 0:
             return {}
         rng = np.random.default_rng(stream_seed(self.ctx.cfg.seed, "probe", epoch))
-        sets = [self.draw_set(rng) for _ in range(probe_sets)]
-        metrics = measure_sets(model, sets, self.ctx.probe_batches, self.teacher, self.ctx.device)
-        if dist.world_size() > 1:  # each rank measured its shard of the probe images
-            values = torch.tensor([metrics[k] for k in PROBE_KEYS], dtype=torch.float64, device=self.ctx.device)
-            values = (dist.all_sum(values) / dist.world_size()).tolist()
-            metrics.update(zip(PROBE_KEYS, values, strict=True))
-        return metrics
+        sets = [ProbeSet(tuple(self.draw_set(rng))) for _ in range(probe_sets)]
+        return measure_sets(model, sets, self.ctx.probe_images, self.teacher_weights, self.ctx.device)
 
     # --- checkpoint state --------------------------------------------------------------------------
     def state_dict(self) -> dict:
