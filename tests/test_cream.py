@@ -133,14 +133,46 @@ def test_loss_ce_before_start_or_empty_board_then_mix(ctx, batch):
     assert method.board[0].images.shape[0] == 4
 
     method.board = filled_board(model, x, [A, B, C])
-    teacher = method.board[method.pick(model, student)].arch
+    idx, v = choose_teacher(method.ratings(model, student))
+    teacher = method.board[idx].arch
+    assert method.opts.pick == "meta"  # the official default PICK_METHOD
     loss2, _ = method.batch_loss(model, Step(x, y, [student], 1, 1, 0.1))
     with torch.no_grad():
         kd = soft_target_ce(model(x, student), model(x, teacher), tau=1.0)
-    assert loss2.item() == pytest.approx(0.25 * kd.item() + 0.75 * ce.item(), rel=1e-5)
+    v = v.item()
+    assert 0 < v < 1 and abs(v - 0.5) > 1e-4  # a real matching value, not the fixed 0.5 of "top1"
+    assert loss2.item() == pytest.approx((v * kd.item() + (2 - v) * ce.item()) / 2, rel=1e-5)
     # the stored softmax of a path admitted now is the teacher's on the first 4 images
     with torch.no_grad():
         assert torch.allclose(method._pending[1], model(x, teacher)[:4].softmax(1), atol=1e-6)
+    method.opts = dataclasses.replace(method.opts, pick="top1")  # the official alternative: v fixed at kd_mix
+    loss3, _ = method.batch_loss(model, Step(x, y, [student], 1, 1, 0.1))
+    assert loss3.item() == pytest.approx(0.25 * kd.item() + 0.75 * ce.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("pick", ["meta", "top1"])
+def test_main_loss_trains_meta_layer_only_in_meta_pick(ctx, batch, pick):
+    """Pick "meta": the main loss's gradient through v reaches the meta layer, which steps after the step (the
+    official meta group in the main optimiser); pick "top1": the main loss never touches it."""
+    model, (x, y) = ctx.supernet, batch
+    method = Cream(ctx)
+    # meta_lr 1: on an untrained supernet the gradient through v is ~1e-5, so the official 1e-4 moves the weights
+    # by less than float32 resolution; the mechanism is what is checked here
+    method.opts = dataclasses.replace(method.opts, pick=pick, meta_lr=1.0)
+    method.board = filled_board(model, x, [A, B, C])
+    student = (4, 2, 7, 1, 0, 3, 5, 2)
+    before = method.meta.weight.detach().clone()
+    step = Step(x, y, [student], 1, 1, ctx.cfg.supernet.lr)  # the schedule's start: the meta rate is meta_lr
+    loss, stats = method.batch_loss(model, step)
+    loss.backward()
+    grad = method.meta.weight.grad
+    assert (grad is not None) == (pick == "meta")
+    method.after_step(model, step, stats)
+    model.zero_grad(set_to_none=True)
+    expected = before - 1.0 * grad if pick == "meta" else before  # SGD's first step: lr x gradient
+    assert pick == "top1" or grad.abs().max() > 0
+    assert torch.allclose(method.meta.weight.detach(), expected, atol=1e-8)
+    assert method.meta.weight.grad is None  # cleared after its step
 
 
 # --- the second-order meta update -------------------------------------------------------------------

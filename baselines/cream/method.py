@@ -8,8 +8,10 @@ Per step, as SPOS, one uniform random path (the student) is trained. From `disti
   softmax of the step's teacher (of the student itself while the board was empty).
 - **Meta-matching.** A `Linear(4·classes → 1)` rates every entry from the student's softmax on the entry's
   images minus the stored softmax; the best-rated entry teaches this step. KD = soft-target CE at τ = 1
-  from the teacher path's logits (same supernet, no grad); loss = 0.25·KD + 0.75·CE, i.e. the official
-  (m·KD + (2 − m)·CE)/2 at m = 0.5. Without a board (or before the start epoch): CE alone.
+  from the teacher path's logits (same supernet, no grad); loss = (v·KD + (2 − v)·CE)/2 with v the chosen
+  entry's matching value sigmoid(−rating) (`cream.pick = "meta"`, the official default `PICK_METHOD: meta`),
+  so the meta layer also learns through the main loss; `pick = "top1"` is the official alternative with the
+  fixed v = `cream.kd_mix` (0.5: 0.25·KD + 0.75·CE). Without a board (or before the start epoch): CE alone.
 - **Meta update** every `cream.meta_interval` steps (in-epoch step > 0, as the official code): the KD loss
   weighted by the matching weight sigmoid(−rating of the chosen entry) on the first 4 images gives a simulated
   SGD step w' = w − lr·∇ of the student path (create_graph); the CE of the simulated student on the next 4
@@ -18,9 +20,10 @@ Per step, as SPOS, one uniform random path (the student) is trained. From `disti
 
 Decisions (facts from microsoft/Cream, see reference/baselines.md):
 - The meta layer has its own optimiser (SGD, lr 1e-4 on the supernet's linear schedule, no weight decay: the
-  official meta group) and is updated only by the meta step. In the official code the main loss also reaches
-  it through m = sigmoid(−rating); here m is the fixed 0.5 of DESIGN.md and the rating is detached, so
-  `extra_modules()` is empty and the layer and its optimiser are checkpointed in `state_dict`.
+  official meta group). It steps after every KD step on the main loss's gradient through v (pick "meta"; in
+  the official code the meta group sits in the main optimiser, which is the same update) and at each meta
+  step on the held-out loss. `extra_modules()` is empty, so the layer and its optimiser are checkpointed in
+  `state_dict`, and the supernet's optimiser never sees the layer.
 - The matching weight is the chosen entry's (the official code uses the last entry's, issue #78).
 - The simulated step uses the supernet's current learning rate (the official code takes
   `param_groups[-1]['lr']`, which is the meta group's 1e-4), and is only simulated: the official code also
@@ -50,7 +53,7 @@ from ennas.core.config import Options
 from ennas.core.evaluate import batch_statistics
 from ennas.core.loop import Step
 from ennas.core.method import register_method
-from ennas.core.probe import path_logits, probe_labels
+from ennas.core.probe import ProbeSet, measure_sets
 from ennas.seeding import stream_seed
 from spaces.arch import Arch, encode
 
@@ -66,7 +69,8 @@ class CreamOptions(Options):
     meta_interval: int = 200  # steps between meta-layer updates
     slice: int = 4  # images per board entry and per meta-step slice (official SUPERNET.SLICE)
     acc_gap: float = 5.0  # points by which a path must beat the board's worst to enter regardless of FLOPs
-    kd_mix: float = 0.5  # m of (m·KD + (2 − m)·CE)/2 (the official top-1 pick)
+    pick: str = "meta"  # "meta": v of (v·KD + (2 − v)·CE)/2 is the matching value (official default); "top1"
+    kd_mix: float = 0.5  # the fixed v of pick "top1"
     meta_lr: float = 1e-4  # the official meta-layer group's learning rate
 
     def checks(self) -> list[tuple[bool, str]]:
@@ -76,6 +80,7 @@ class CreamOptions(Options):
             (self.meta_interval >= 1, "meta_interval must be >= 1"),
             (self.slice >= 1, "slice must be >= 1"),
             (0 <= self.kd_mix <= 2, "kd_mix must be in [0, 2]"),
+            (self.pick in ("meta", "top1"), f"pick must be meta or top1, got {self.pick!r}"),
         ]
 
 
@@ -130,7 +135,7 @@ class Cream(SPOS):
 
     # --- the loss -------------------------------------------------------------------------------
     def batch_loss(self, model: nn.Module, step: Step) -> tuple[torch.Tensor, dict]:
-        """CE before the KD start or with an empty board; else 0.25·KD + 0.75·CE from the matched board path."""
+        """CE before the KD start or with an empty board; else (v·KD + (2 − v)·CE)/2 from the matched board path."""
         x, y, student, k, opts = step.x, step.y, step.paths[0], self.opts.slice, self.opts
         kd_on = step.epoch >= self.ctx.cfg.distill.start_epoch and bool(self.board)
         if kd_on and step.index > 0 and step.index % opts.meta_interval == 0:
@@ -142,16 +147,23 @@ class Cream(SPOS):
         if not kd_on:
             self._pending = (x[:k].detach().clone(), logits[:k].detach().float().softmax(1))
             return ce, stats
-        teacher = self.board[self.pick(model, student)].arch
+        if opts.pick == "meta":  # the rating keeps its graph: the main loss trains the meta layer through v
+            idx, v = choose_teacher(self.ratings(model, student))
+        else:
+            idx, v = self.pick(model, student), torch.tensor(opts.kd_mix, device=x.device)
+        teacher = self.board[idx].arch
         with torch.no_grad():
             t_logits = model(x, teacher)
         kd = soft_target_ce(logits, t_logits, tau=1.0)
         self._pending = (x[:k].detach().clone(), t_logits[:k].float().softmax(1))
-        self._add(kd_batches=1.0, kd=kd.item(), self_taught=float(teacher == student))
-        return (opts.kd_mix * kd + (2 - opts.kd_mix) * ce) / 2, stats
+        self._add(kd_batches=1.0, kd=kd.item(), self_taught=float(teacher == student), kd_weight=float(v.detach()))
+        return (v * kd + (2 - v) * ce) / 2, stats
 
     def after_step(self, model: nn.Module, step: Step, stats: dict) -> None:
-        """Offer the trained path to the board, scored by its top-1 on the whole (all-rank) batch."""
+        """Step the meta layer on the main loss's gradient (pick "meta"); offer the trained path to the board,
+        scored by its top-1 on the whole (all-rank) batch."""
+        if any(p.grad is not None for p in self.meta.parameters()):
+            self.step_meta(step.lr)
         pending, self._pending = self._pending, None
         if step.epoch < self.ctx.cfg.distill.start_epoch or pending is None:
             return
@@ -191,13 +203,21 @@ class Cream(SPOS):
         grads = torch.autograd.grad(loss, meta_params)
         for p, g in zip(meta_params, grads, strict=True):
             p.grad = g.detach()
+        self.step_meta(lr, clip=1.0)
+        self._add(meta_updates=1.0, meta_loss=loss.item())
+
+    def step_meta(self, lr: float, clip: float = 0.0) -> None:
+        """One step of the meta layer's optimiser on its gradient (averaged over ranks, clipped to norm `clip` if
+        set), at the official meta group's rate on the supernet's schedule (`lr`: the supernet's), then clear it."""
+        meta_params = list(self.meta.parameters())
         dist.average_gradients(meta_params)
-        nn.utils.clip_grad_norm_(meta_params, 1.0)
-        for group in self.meta_opt.param_groups:  # the official meta group follows the supernet's schedule
+        if clip:
+            nn.utils.clip_grad_norm_(meta_params, clip)
+        for group in self.meta_opt.param_groups:
             group["lr"] = self.opts.meta_lr * lr / self.ctx.cfg.supernet.lr
         self.meta_opt.step()
         self.meta_opt.zero_grad(set_to_none=True)
-        self._add(meta_updates=1.0, meta_loss=loss.item())
+        self._add(meta_steps=1.0)
 
     # --- measurements ------------------------------------------------------------------------------
     def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
@@ -216,45 +236,27 @@ class Cream(SPOS):
         if n:
             out["kd_loss"] = self.sums["kd"] / n
             out["self_taught"] = self.sums["self_taught"] / n  # share of steps whose teacher was the student
+            out["kd_weight"] = self.sums.get("kd_weight", 0.0) / n  # mean v of (v·KD + (2 − v)·CE)/2
         if self.sums.get("meta_updates"):
             out["meta_updates"] = int(self.sums["meta_updates"])
             out["meta_loss"] = self.sums["meta_loss"] / self.sums["meta_updates"]
+        if self.sums.get("meta_steps"):
+            out["meta_steps"] = int(self.sums["meta_steps"])  # every meta-layer optimiser step, both kinds
         if self.board:
             out.update(self.probe(model, epoch))
         return out
 
     def probe(self, model: nn.Module, epoch: int) -> dict:
         """`distill.probe_sets` uniform students (seeded by (seed, "probe", epoch)), each with the board path the
-        meta layer would pick as its teacher; top-1 on the probe images, counted over all ranks' shards."""
+        meta layer would pick as its teacher, measured as every KD method's probe (`ennas.core.probe`)."""
         d = self.ctx.cfg.distill
         if d.probe_sets <= 0:
             return {}
         rng = np.random.default_rng(stream_seed(self.ctx.cfg.seed, "probe", epoch))
         students = [self.sample_one(rng) for _ in range(d.probe_sets)]
-        teachers = [self.board[self.pick(model, s)].arch for s in students]
-        batches = self.ctx.probe_batches
-        labels = probe_labels(batches)
-        cache: dict[Arch, int] = {}
-
-        def correct(arch: Arch) -> int:
-            if arch not in cache:
-                cache[arch] = int((path_logits(model, arch, batches, self.ctx.device).argmax(1) == labels).sum())
-            return cache[arch]
-
-        counts = torch.tensor(
-            [sum(map(correct, students)), sum(map(correct, teachers)), len(labels) * len(students)],
-            dtype=torch.float64,
-            device=self.ctx.device,
-        )
-        s_correct, t_correct, total = dist.all_sum(counts).tolist()
-        student_acc, teacher_acc = 100.0 * s_correct / max(total, 1), 100.0 * t_correct / max(total, 1)
-        return {
-            "teacher_acc": teacher_acc,
-            "student_acc": student_acc,
-            "gap": teacher_acc - student_acc,
-            "probe_sets": len(students),
-            "probe_teachers": len(set(teachers)),
-        }
+        sets = [ProbeSet((s,), self.board[self.pick(model, s)].arch) for s in students]
+        out = measure_sets(model, sets, self.ctx.probe_images, device=self.ctx.device)
+        return out | {"probe_teachers": len({s.teacher for s in sets})}
 
     def final_extras(self) -> dict:
         """Cream's own choice, the board's best path, beside the shared search's result; and the whole board."""

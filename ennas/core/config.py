@@ -59,7 +59,12 @@ class SupernetConfig:
     grad_clip: float = 0.0  # 0: off
     checkpoint_steps: int = 0  # 0: checkpoint at epoch ends only
     max_steps_per_epoch: int = 0  # 0: the whole epoch (tests and smoke runs cap it)
-    fraction: float | None = None  # training-set fraction per epoch; None: the method's own (EnNAS 1/m, else 1)
+    # training-set fraction per epoch of a one-path-per-step method; one training m paths per step sees 1/m of it
+    # (EnNAS, the paper's fair-cost rule: Method.paths_per_step); below 1, each epoch draws its own random part
+    fraction: float = 1.0
+    # 0-based epochs after which the weights are kept as snapshots/supernet_epoch{E}.pt (ranking fidelity over
+    # training, benchmark.fidelity); () for none
+    snapshot_epochs: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class DistillConfig:
 
     start_epoch: int = 20  # paper: KD from epoch 20 of 120 (EnNAS and Cream)
     probe_images: int = 2000  # search-split images for teacher/student measurements
+    probe_fit_images: int | None = None  # of those, the ones ensemble weights are fitted on (None: half)
     probe_sets: int = 100  # subnet sets (teachers) measured per epoch (paper §4.2)
 
 
@@ -243,7 +249,11 @@ def validate(cfg: RunConfig) -> None:
         (cfg.supernet.epochs >= 1, "supernet.epochs must be >= 1"),
         (cfg.supernet.batch_size >= 1, "supernet.batch_size must be >= 1"),
         (cfg.supernet.lr > 0, "supernet.lr must be > 0"),
-        (fraction is None or 0 < fraction <= 1, "supernet.fraction must be in (0, 1]"),
+        (0 < fraction <= 1 and abs(round(1 / fraction) * fraction - 1) < 1e-6, "supernet.fraction must be 1/k, k >= 1"),
+        (
+            all(isinstance(e, int) and 0 <= e < cfg.supernet.epochs for e in cfg.supernet.snapshot_epochs),
+            f"supernet.snapshot_epochs must be 0-based epochs below supernet.epochs = {cfg.supernet.epochs}",
+        ),
         (cfg.search.flops_budget is None or cfg.search.flops_budget > 0, "search.flops_budget must be > 0 (MACs)"),
         (cfg.retrain.epochs >= 0, "retrain.epochs must be >= 0"),
         (cfg.retrain.optimizer in ("rmsproptf", "sgd"), "retrain.optimizer must be rmsproptf or sgd"),

@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.utils.data import Subset
 
 from ennas.core import distributed as dist
 from ennas.core.config import RunConfig
 from ennas.core.evaluate import materialize
+from ennas.core.probe import ProbeImages
 from ennas.data import DataBundle, EpochSampler, build_data, make_loader
 from ennas.seeding import seed_torch, stream_seed
 from spaces.flops import FlopsTable, flops_table
@@ -105,10 +107,19 @@ class RunContext:
             return materialize(self.shard_loader(self.data.recal, s.recal_batch_size, limit, "search"))
 
     @functools.cached_property
-    def probe_batches(self):
-        """The fixed search-split images on which teachers and students are measured every epoch."""
-        d = self.cfg.distill
-        return materialize(self.shard_loader(self.data.search, self.cfg.search.eval_batch_size, d.probe_images))
+    def probe_images(self) -> ProbeImages:
+        """The fixed search-split images teachers and students are measured on every epoch: the first
+        `distill.probe_fit_images` (default half) fit ensemble weights on every rank alike, the rest are scored,
+        sharded over ranks."""
+        d, batch = self.cfg.distill, self.cfg.search.eval_batch_size
+        n = min(d.probe_images, len(self.data.search))
+        fit = n // 2 if d.probe_fit_images is None else min(d.probe_fit_images, n - 1)
+        search_seed = stream_seed(self.cfg.seed, "search")
+        fit_loader = make_loader(
+            Subset(self.data.search, range(fit)), batch, sampler=list(range(fit)), seed=search_seed
+        )
+        score = self.shard_loader(Subset(self.data.search, range(fit, n)), batch)
+        return ProbeImages(materialize(fit_loader), materialize(score))
 
     def file(self, name: str) -> Path:
         """A path inside the run's output folder."""

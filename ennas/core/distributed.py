@@ -88,10 +88,16 @@ def average_buffers(module: torch.nn.Module) -> None:
 
 
 def all_sum(values: torch.Tensor) -> torch.Tensor:
-    """Sum a tensor over ranks (counts and metric sums in evaluation)."""
+    """Sum a tensor over ranks (counts and metric sums in evaluation), returned on the device it came from.
+
+    NCCL reduces only CUDA tensors, so a CPU tensor travels through the GPU there; gloo takes either.
+    """
     if dist.is_initialized():
-        values = values.clone()
+        home = values.device
+        via = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else home
+        values = values.to(via, copy=True)
         dist.all_reduce(values)
+        values = values.to(home)
     return values
 
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ennas.core import checkpoint
 from ennas.core import distributed as dist
-from ennas.core.io import read_jsonl, write_jsonl
+from ennas.core.io import read_jsonl, save_torch, write_jsonl
 from ennas.data import EpochSampler, make_loader
 from ennas.seeding import path_rng, stream_seed
 from spaces.arch import Arch
@@ -114,6 +114,7 @@ class Loop:
     grad_clip: float = 0.0
     extra_state: dict[str, Any] = field(default_factory=dict)  # other objects with state_dict (e.g. an EMA model)
     on_epoch_end: Callable[[int], dict] | None = None  # extra record fields (e.g. the teacher's search accuracy)
+    snapshot_epochs: frozenset[int] = frozenset()  # 0-based epochs whose weights are kept in snapshots/
 
 
 def build_loop(
@@ -127,10 +128,19 @@ def build_loop(
     grad_clip: float = 0.0,
     extra_state: dict[str, Any] | None = None,
     on_epoch_end: Callable[[int], dict] | None = None,
+    snapshot_epochs: tuple[int, ...] = (),
 ) -> Loop:
     """A Loop whose scheduler `schedule(optimizer, steps_per_epoch)` is built from the plan's epoch length."""
     scheduler = schedule(optimizer, steps_per_epoch(plan))
-    return Loop(name, model, policy, optimizer, scheduler, plan, grad_clip, extra_state or {}, on_epoch_end)
+    extra = extra_state or {}
+    return Loop(
+        name, model, policy, optimizer, scheduler, plan, grad_clip, extra, on_epoch_end, frozenset(snapshot_epochs)
+    )
+
+
+def snapshot_path(ctx: RunContext, loop_name: str, epoch: int) -> Path:
+    """Where the weights after 0-based `epoch` of a loop are kept (benchmark.fidelity reads them)."""
+    return ctx.file(f"snapshots/{loop_name}_epoch{epoch}.pt")
 
 
 def steps_per_epoch(plan: EpochPlan) -> int:
@@ -201,8 +211,19 @@ def add_sums(sums: dict, stats: dict) -> dict:
 
 
 def epoch_record(ctx: RunContext, loop: Loop, epoch: int, sums: dict, wall: float) -> dict:
-    """The JSON record of one finished epoch (DESIGN.md §7)."""
+    """The JSON record of one finished epoch (DESIGN.md §7).
+
+    `wall_s` / `device_s` include the epoch's measurements (the policy's epoch start, e.g. EnNAS's ζ estimate,
+    its probes, `on_epoch_end`), which are also given apart as `probe_device_s`, so a cost can be read with
+    or without them.
+    """
     count = max(sums.get("count", 0), 1)
+    t0 = time.time()
+    measured = loop.policy.epoch_metrics(loop.model, epoch)
+    if loop.on_epoch_end is not None:
+        measured.update(loop.on_epoch_end(epoch))
+    measure_s = sums.get("epoch_start_s", 0.0) + time.time() - t0
+    wall += measure_s
     record = {
         "method": ctx.cfg.method,
         "space": ctx.cfg.space,
@@ -215,11 +236,9 @@ def epoch_record(ctx: RunContext, loop: Loop, epoch: int, sums: dict, wall: floa
         "wall_s": wall,
         "device_s": wall * dist.world_size(),
         "world_size": dist.world_size(),
+        "probe_device_s": measure_s * dist.world_size(),
     }
-    record.update(loop.policy.epoch_metrics(loop.model, epoch))
-    if loop.on_epoch_end is not None:
-        record.update(loop.on_epoch_end(epoch))
-    return record
+    return record | measured
 
 
 def train_epochs(ctx: RunContext, loop: Loop, log_name: str = "train_log.jsonl") -> list[dict]:
@@ -233,8 +252,9 @@ def train_epochs(ctx: RunContext, loop: Loop, log_name: str = "train_log.jsonl")
         steps = steps_per_epoch(plan)
         skip = start_step if epoch == start_epoch else 0
         if skip == 0:
-            sums = {}
+            t_start = time.time()
             loop.policy.on_epoch_start(loop.model, epoch)
+            sums = {"epoch_start_s": time.time() - t_start}  # checkpointed with the sums: a resume keeps it
         loop.model.train()
         wall = sums.pop("wall_s", 0.0)
         t0 = time.time()
@@ -255,6 +275,11 @@ def train_epochs(ctx: RunContext, loop: Loop, log_name: str = "train_log.jsonl")
         if dist.is_main():
             write_jsonl(log_path, others + records)
             bar.write(json_line(record))
+        if epoch in loop.snapshot_epochs:
+            # Before the epoch's checkpoint: a kill in between reruns the epoch and rewrites the same weights.
+            dist.average_buffers(loop.model)
+            if dist.is_main():
+                save_torch(snapshot_path(ctx, loop.name, epoch), {"epoch": epoch, "model": loop.model.state_dict()})
         checkpoint.save(ctx, loop, epoch + 1, 0, {})
     return records
 

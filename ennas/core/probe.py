@@ -3,18 +3,23 @@
 Every KD method measures the same way, so the curves compare like with like: the logits of each path are
 taken on the same probe images with BN on batch statistics (the supernet's stored statistics mix many
 paths) and without touching the stored statistics; a "teacher" is whatever the method distils from
-(EnNAS: the ensemble of its m subnets, Cream: a board path), its "students" the subnets it teaches.
+(EnNAS: the ensemble of its m subnets, Cream: a board path), its "students" the subnets it teaches. Ensemble
+weights are fitted on one part of the probe images and every accuracy is scored on the other; the score part
+is sharded over ranks and every figure is counted over all of them, so each rank logs the same record.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from ennas.core import distributed as dist
 from ennas.core.evaluate import Batches, batch_statistics, topk_correct
+from spaces.arch import Arch
 
 
 @torch.no_grad()
@@ -39,17 +44,6 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return 100.0 * topk_correct(logits, labels, (1,))[0] / max(len(labels), 1)
 
 
-def summarize(rows: list[dict]) -> dict:
-    """Average the per-set measurements into the epoch record's fields."""
-    if not rows:
-        return {}
-    keys = rows[0].keys()
-    out = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
-    out["gap"] = out["teacher_acc"] - out["student_acc"]
-    out["probe_sets"] = len(rows)
-    return out
-
-
 def subnet_diversity(logits: torch.Tensor | np.ndarray) -> float:
     """Mean over subnet pairs i<j of the mean per-sample ‖z_i − z_j‖: the paper's §4.3 / Fig. 2 measure."""
     z = torch.as_tensor(logits).detach().to(dtype=torch.float64, device="cpu")
@@ -62,32 +56,103 @@ def subnet_diversity(logits: torch.Tensor | np.ndarray) -> float:
     return float((z[i] - z[j]).norm(dim=-1).mean())
 
 
+@dataclass(frozen=True)
+class ProbeSet:
+    """One measured teacher and its students: a single teacher path (Cream's board path), or, with `teacher`
+    None, the ensemble of the students (EnNAS) whose weights are fitted on the fit images."""
+
+    students: tuple[Arch, ...]
+    teacher: Arch | None = None
+
+
+@dataclass(frozen=True)
+class ProbeImages:
+    """The probe's two disjoint parts of the search split: `fit` (ensemble weights; the same on every rank) and
+    `score` (every accuracy; this rank's shard). Scoring a teacher on the labels its weights were fitted on would
+    be an in-sample fit that flatters an ensemble next to a single-path teacher."""
+
+    fit: Batches
+    score: Batches
+
+
+def crossed_se(values: torch.Tensor) -> tuple[float, float, float]:
+    """(mean, set s.e., image s.e.) of a (sets, images) table in percent, all ranks' images together.
+
+    Both the sets (drawn at random) and the probe images (a finite sample) vary, so the mean's variance is about
+    var(set means)/sets + var(image means)/images (a crossed design, interaction neglected); the two parts are
+    returned apart, and `total_se` adds them.
+    """
+    v = values.to(torch.float64)
+    sets, n_local = v.shape
+    set_sums = dist.all_sum(v.sum(1))  # (sets,) over every rank's images
+    img = v.mean(0)  # this rank's image means over the sets
+    moments = dist.all_sum(torch.stack([img.new_tensor(float(n_local)), img.sum(), (img**2).sum()]))
+    n, s1, s2 = moments.tolist()
+    n = max(n, 1.0)
+    set_means = set_sums / n
+    mean = float(s1 / n)
+    set_var = float(set_means.var(unbiased=True)) if sets > 1 else 0.0
+    img_var = max(s2 / n - mean**2, 0.0) * n / max(n - 1, 1.0)
+    return 100.0 * mean, 100.0 * (set_var / sets) ** 0.5, 100.0 * (img_var / n) ** 0.5
+
+
+def total_se(set_se: float, image_se: float) -> float:
+    """The two parts of `crossed_se` combined."""
+    return (set_se**2 + image_se**2) ** 0.5
+
+
 def measure_sets(
     model: nn.Module,
-    sets: Sequence[Sequence[Sequence[int]]],
-    batches: Batches,
-    teacher_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    sets: Sequence[ProbeSet],
+    images: ProbeImages,
+    fit_weights: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     device: torch.device | str = "cpu",
 ) -> dict:
-    """For each set of paths: teacher accuracy, mean student accuracy, their gap, and logit diversity.
+    """Teacher accuracy, mean student accuracy, their gap and the students' logit diversity, over all ranks.
 
-    `teacher_fn(logits (m, N, C), labels)` forms the teacher's logits from the set's logits (EnNAS: the
-    weighted ensemble); the students are the set's paths themselves.
+    Every method's probe goes through here. A set without a teacher path is an ensemble: `fit_weights(logits
+    (m, N, C), labels)` solves its weights on the fit images, which then combine the students' logits on the
+    score images. Each figure comes with its standard error (`crossed_se`, as `<name>_se`).
     """
-    labels = probe_labels(batches)
+    labels = probe_labels(images.score)
+    fit_labels = probe_labels(images.fit) if fit_weights is not None else None
     cache: dict[tuple, torch.Tensor] = {}
-    rows = []
-    for paths in sets:
-        for p in paths:
-            if tuple(p) not in cache:
-                cache[tuple(p)] = path_logits(model, p, batches, device)
-        logits = torch.stack([cache[tuple(p)] for p in paths])
-        teacher = teacher_fn(logits, labels)
-        rows.append(
-            {
-                "teacher_acc": accuracy(teacher, labels),
-                "student_acc": sum(accuracy(z, labels) for z in logits) / len(logits),
-                "diversity": subnet_diversity(logits),
-            }
-        )
-    return summarize(rows)
+    fit_cache: dict[tuple, torch.Tensor] = {}
+
+    def logits(arch: Arch) -> torch.Tensor:
+        if tuple(arch) not in cache:
+            cache[tuple(arch)] = path_logits(model, arch, images.score, device)
+        return cache[tuple(arch)]
+
+    def fit_logits(arch: Arch) -> torch.Tensor:
+        if tuple(arch) not in fit_cache:
+            fit_cache[tuple(arch)] = path_logits(model, arch, images.fit, device)
+        return fit_cache[tuple(arch)]
+
+    teacher_ok, student_ok, div_sums = [], [], []
+    for s in sets:
+        z = torch.stack([logits(p) for p in s.students])  # (m, N, C)
+        if s.teacher is not None:
+            t = logits(s.teacher)
+        else:
+            w = fit_weights(torch.stack([fit_logits(p) for p in s.students]), fit_labels)
+            t = torch.einsum("m,mnc->nc", w.to(z.dtype), z)
+        teacher_ok.append((t.argmax(1) == labels).double())
+        student_ok.append((z.argmax(2) == labels).double().mean(0))
+        div_sums.append(pairwise_distance_sum(z))
+    if not sets:
+        return {}
+    t_ok, s_ok = torch.stack(teacher_ok), torch.stack(student_ok)  # (sets, N)
+    out: dict = {"probe_sets": len(sets)}
+    for name, table in (("teacher_acc", t_ok), ("student_acc", s_ok), ("gap", t_ok - s_ok)):
+        mean, set_se, image_se = crossed_se(table)
+        out |= {name: mean, f"{name}_se": total_se(set_se, image_se), f"{name}_image_se": image_se}
+    count = dist.all_sum(torch.tensor([float(len(labels))], dtype=torch.float64))
+    out["diversity"] = float(dist.all_sum(torch.tensor(div_sums, dtype=torch.float64)).sum() / (count * len(sets)))
+    out["probe_images"] = int(count)
+    return out
+
+
+def pairwise_distance_sum(z: torch.Tensor) -> float:
+    """`subnet_diversity` of (m, N, C) logits times N: summable over ranks' shards of the images."""
+    return subnet_diversity(z) * z.shape[1]
