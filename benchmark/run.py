@@ -1,30 +1,30 @@
-"""Run the whole pipeline (supernet -> search -> retrain) for one method or all of them.
+"""The benchmark harness: the whole pipeline (supernet -> search -> retrain) for every run of a plan.
 
-    python -m benchmark.run --method spos --space s1 --preset smoke
+    python -m benchmark.run --method all --space all --seeds 0-2          # every method and variant, Table 1
+    python -m benchmark.run --method spos,cream --preset smoke --jobs 2
+    python -m benchmark.run --method spos --preset smoke --run-dir /tmp/spos   # one run into a fixed folder
     torchrun --nproc_per_node 8 -m benchmark.run --method ennas --space s2 --preset imagenet --data /data/ILSVRC2012
 
-Stages whose outputs are already complete in --out are skipped; an interrupted stage resumes from its
-last checkpoint. Bad input ends with one line `error: ...` and exit status 2.
+Each (label, space, seed) is its own folder `OUT/<label>-<space>-seed<N>`; rerunning skips finished runs and
+resumes unfinished ones from their last checkpoint. A run that fails leaves `error.json` and the others go on.
+At the end: a summary table and the report (`python -m benchmark.report OUT`). Exit status 0 when every run is
+done, 1 when some run failed, 2 for bad input (one line `error: ...`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-import torch
-
-from benchmark.methods import METHODS
+from benchmark import harness
+from benchmark.execute import Task, execute
 from benchmark.preset import list_presets, load_preset
 from ennas.core import distributed as dist
-from ennas.core.config import ConfigError, parse_overrides, resolve
-from ennas.core.context import RunContext
-from ennas.core.loop import TrainingDiverged
-from ennas.core.method import get_method
-from ennas.core.pipeline import run_pipeline
+from ennas.core.config import ConfigError, parse_overrides
 from ennas.data import DataError
-from spaces.registry import get_space, list_spaces
+from spaces.registry import list_spaces
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,13 +32,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmark.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--method", default="all", help=f"one of {', '.join(sorted(METHODS))}, or 'all' (default)")
-    p.add_argument("--space", default="s1", help=f"search space: {', '.join(list_spaces())} (default s1)")
+    labels = ", ".join(harness.known_labels())
+    p.add_argument("--method", default="all", help=f"{labels}, a comma list, or 'all' (default)")
+    p.add_argument("--space", default="s1", help=f"{', '.join(list_spaces())}, a comma list or all (s1-s3); default s1")
+    p.add_argument("--seeds", "--seed", default="0", help="seeds such as 0, 0-2 or 0,3 (default 0)")
     p.add_argument("--preset", default="proxy", help=f"{', '.join(list_presets())} or a JSON file (default proxy)")
     p.add_argument("--dataset", help="override the preset's dataset: fashion-mnist, imagenet or synthetic")
     p.add_argument("--data", help="dataset root folder (ImageNet: the folder holding train/ and val/)")
-    p.add_argument("--out", type=Path, help="output folder (default runs/PRESET/METHOD-SPACE-seedN)")
-    p.add_argument("--seed", type=int, default=0, help="fixes data order, path sampling and initialisation")
+    p.add_argument("--out", type=Path, help="root of the run folders, plan.json and report (default runs/PRESET)")
+    p.add_argument("--run-dir", type=Path, help="the one planned run's own folder (no plan.json, no report)")
+    p.add_argument("--jobs", type=int, help="runs at once (default: one per core, or one per GPU)")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -51,49 +54,57 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run_one(args: argparse.Namespace, method_name: str) -> dict:
-    """Resolve the configuration of one method and run its pipeline."""
-    overrides = parse_overrides(args.overrides)
-    data = overrides.setdefault("data", {})
+def under_torchrun() -> bool:
+    """Whether torchrun started this process as one of several ranks."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def user_overrides(args: argparse.Namespace) -> dict:
+    """The --set values as nested overrides, with --dataset and --data as data.dataset and data.root."""
+    user = parse_overrides(args.overrides)
+    data = user.setdefault("data", {})
     if args.dataset:
         data["dataset"] = args.dataset
     if args.data:
         data["root"] = args.data
-    cfg = resolve(load_preset(args.preset), overrides, method=method_name, space=args.space, seed=args.seed)
-    preset_name = Path(args.preset).stem
-    out = args.out or Path("runs") / preset_name / f"{method_name}-{cfg.space}-seed{cfg.seed}"
-    if args.out and args.method == "all":
-        out = args.out / f"{method_name}-{cfg.space}-seed{cfg.seed}"
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = dist.pick_device(cfg.device)
-    dist.init(device)
-    ctx = RunContext(cfg, out, device)
-    final = run_pipeline(ctx, get_method(method_name)(ctx))
-    if dist.is_main():
-        print(
-            f"[{method_name}] {final['arch_readable']}  top1 {final['top1']:.2f}  top5 {final['top5']:.2f}  "
-            f"{final['mflops']:.2f} MFLOPs  search {final['search_cost_device_hours']:.3f} device-h  -> {out}"
-        )
-    return final
+    return user
+
+
+def plan_tasks(args: argparse.Namespace) -> tuple[list[Task], int, Path | None]:
+    """The plan's runs with resolved configs and folders, and the jobs; every bad input fails here, before any work."""
+    runs = harness.plan_runs(
+        harness.parse_labels(args.method), harness.parse_spaces(args.space), harness.parse_seeds(args.seeds)
+    )
+    if args.run_dir and (args.out or len(runs) > 1):
+        which = "--out" if args.out else f"a plan of {len(runs)} runs ({', '.join(r.name for r in runs)})"
+        raise ConfigError(f"--run-dir is one run's folder; it does not go with {which}")
+    preset, user = load_preset(args.preset), user_overrides(args)
+    cfgs = [harness.run_config(preset, user, r) for r in runs]
+    out = None if args.run_dir else args.out or Path("runs") / Path(args.preset).stem
+    folders = [args.run_dir] if args.run_dir else [out / r.name for r in runs]
+    pending = sum(harness.run_status(f) != "done" for f in folders)
+    jobs = harness.choose_jobs(args.jobs, pending, cfgs[0].device, under_torchrun())
+    threads = harness.worker_threads(jobs)
+    tasks = [Task(r, c, f, c.threads or threads) for r, c, f in zip(runs, cfgs, folders, strict=True)]
+    return tasks, jobs, out
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: every bad input becomes one line on stderr and exit status 2."""
+    """Entry point: bad input becomes one line on stderr and exit status 2; a failed run, exit status 1."""
     args = parse_args(argv)
     try:
-        get_space(args.space)
-        names = sorted(METHODS) if args.method == "all" else [get_method(args.method).name]
-        for name in names:
-            run_one(args, name)
-    except (ConfigError, DataError, TrainingDiverged, ValueError, FileNotFoundError) as err:
+        tasks, jobs, out = plan_tasks(args)
+        if under_torchrun():
+            dist.init(dist.pick_device(tasks[0].cfg.device))
+    except (ConfigError, DataError, ValueError, FileNotFoundError) as err:
         if args.debug:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    try:
+        return execute(tasks, jobs, Path(args.preset).stem, out, args.debug)
     finally:
         dist.shutdown()
-    return 0
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def smoke_run(tmp_path_factory):
     def run(method: str):
         if method not in done:
             out = tmp_path_factory.mktemp(f"smoke-{method}") / "run"
-            assert run_main(["--method", method, *SMOKE_ARGS, "--out", str(out)]) == 0
+            assert run_main(["--method", method, *SMOKE_ARGS, "--run-dir", str(out)]) == 0
             done[method] = out
         return done[method]
 

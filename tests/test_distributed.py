@@ -117,7 +117,7 @@ def test_torchrun_smoke_pipeline(tmp_path):
         "s1",
         "--preset",
         "smoke",
-        "--out",
+        "--run-dir",
         str(out),
     ]
     proc = subprocess.run(

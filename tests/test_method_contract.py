@@ -132,10 +132,10 @@ def test_stopped_run_resumes_to_the_uninterrupted_result(name, smoke_run, tmp_pa
 
     monkeypatch.setattr(checkpoint, "save", stop_after_third)
     with pytest.raises(Stopped):
-        run_main(["--method", name, *SMOKE_ARGS, "--out", str(out)])
+        run_main(["--method", name, *SMOKE_ARGS, "--run-dir", str(out)])
     assert not (out / "final.json").exists()
     monkeypatch.setattr(checkpoint, "save", original)
-    assert run_main(["--method", name, *SMOKE_ARGS, "--out", str(out)]) == 0
+    assert run_main(["--method", name, *SMOKE_ARGS, "--run-dir", str(out)]) == 0
     keys = ("arch", "top1", "top5", "flops", "params", "search_score")
     assert {k: read_json(out / "final.json")[k] for k in keys} == {k: read_json(whole / "final.json")[k] for k in keys}
     assert comparable_log(out) == comparable_log(whole)
@@ -146,7 +146,7 @@ def test_stopped_run_resumes_to_the_uninterrupted_result(name, smoke_run, tmp_pa
 @pytest.mark.parametrize("name", NAMES)
 def test_unknown_option_of_its_section_is_one_line_error(name, tmp_path, capsys):
     section = METHODS[name].section or name
-    rc = run_main(["--method", name, *SMOKE_ARGS, "--out", str(tmp_path / "x"), "--set", f"{section}.nope=1"])
+    rc = run_main(["--method", name, *SMOKE_ARGS, "--run-dir", str(tmp_path / "x"), "--set", f"{section}.nope=1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: unknown setting")
     assert not (tmp_path / "x").exists()

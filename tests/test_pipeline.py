@@ -60,7 +60,7 @@ def final_metrics(out):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     out = tmp_path_factory.mktemp("full")
-    run_cli([*SMOKE, "--out", str(out)])
+    run_cli([*SMOKE, "--run-dir", str(out)])
     return out
 
 
@@ -99,10 +99,10 @@ def test_search_never_evaluates_over_budget(uninterrupted):
 )
 def test_killed_run_resumes_to_the_uninterrupted_result(uninterrupted, tmp_path, kill):
     out = tmp_path / "run"
-    killed = run_cli([*SMOKE, "--out", str(out)], kill=kill)
+    killed = run_cli([*SMOKE, "--run-dir", str(out)], kill=kill)
     assert killed.returncode == -signal.SIGKILL
     assert not (out / "final.json").exists()
-    run_cli([*SMOKE, "--out", str(out)])
+    run_cli([*SMOKE, "--run-dir", str(out)])
     assert final_metrics(out) == final_metrics(uninterrupted)
     assert comparable_log(out) == comparable_log(uninterrupted)
     assert read_jsonl(out / "search.jsonl") == read_jsonl(uninterrupted / "search.jsonl")
@@ -110,7 +110,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(uninterrupted, tmp_path,
 
 def test_no_half_written_files_after_a_kill(tmp_path):
     out = tmp_path / "run"
-    run_cli([*SMOKE, "--out", str(out)], kill=("ennas.core.checkpoint", "save", 2, ""))
+    run_cli([*SMOKE, "--run-dir", str(out)], kill=("ennas.core.checkpoint", "save", 2, ""))
     for path in out.iterdir():
         assert not path.name.endswith(".tmp") or path.name.startswith("."), path
         if path.suffix == ".json":
@@ -120,21 +120,22 @@ def test_no_half_written_files_after_a_kill(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args,message",
+    "args,message,status",
     [
-        (["--method", "nope"], "unknown method 'nope'; known:"),
-        (["--space", "s9"], "unknown search space 's9'; known: cream, s1, s2, s3, spos"),
-        (["--preset", "huge"], "unknown preset 'huge'; known:"),
-        (["--set", "supernet.lr"], "--set takes key=value"),
-        (["--set", "supernet.nope=1"], "unknown setting 'supernet.nope'"),
-        (["--set", "supernet.epochs=two"], "supernet.epochs"),
-        (["--dataset", "imagenet", "--data", "/nonexistent/imagenet"], "/nonexistent/imagenet"),
-        (["--set", "search.flops_budget=1000"], "below the cheapest architecture"),
+        (["--method", "nope"], "unknown method 'nope'; known:", 2),
+        (["--space", "s9"], "unknown search space 's9'; known: cream, s1, s2, s3, spos", 2),
+        (["--preset", "huge"], "unknown preset 'huge'; known:", 2),
+        (["--set", "supernet.lr"], "--set takes key=value", 2),
+        (["--set", "supernet.nope=1"], "unknown setting 'supernet.nope'", 2),
+        (["--set", "supernet.epochs=two"], "supernet.epochs", 2),
+        # Found when the run starts: a failed run (error.json, exit status 1), with the same one line.
+        (["--dataset", "imagenet", "--data", "/nonexistent/imagenet"], "/nonexistent/imagenet", 1),
+        (["--set", "search.flops_budget=1000"], "below the cheapest architecture", 1),
     ],
 )
-def test_bad_input_gives_one_line_error(tmp_path, args, message):
-    proc = run_cli([*SMOKE, "--out", str(tmp_path / "x"), *args], check=False)
-    assert proc.returncode == 2, proc.stderr[-2000:]
+def test_bad_input_gives_one_line_error(tmp_path, args, message, status):
+    proc = run_cli([*SMOKE, "--run-dir", str(tmp_path / "x"), *args], check=False)
+    assert proc.returncode == status, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
@@ -145,7 +146,10 @@ def test_bad_input_gives_one_line_error(tmp_path, args, message):
 def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path):
     out = tmp_path / "run"
     # lr 1e30 makes the loss overflow within a few steps of the first epoch
-    proc = run_cli([*SMOKE, "--out", str(out), "--set", "supernet.lr=1e30", "--set", "supernet.epochs=3"], check=False)
-    assert proc.returncode == 2
+    proc = run_cli(
+        [*SMOKE, "--run-dir", str(out), "--set", "supernet.lr=1e30", "--set", "supernet.epochs=3"], check=False
+    )
+    assert proc.returncode == 1  # a failed run, recorded in its folder
     assert "loss became" in proc.stderr and "last good checkpoint" in proc.stderr
+    assert "loss became" in read_json(out / "error.json")["error"]
     assert not (out / "final.json").exists()

@@ -1,0 +1,217 @@
+"""The benchmark plan: which (method, space, seed) runs `--method all` means, where each lives, how far each got.
+
+A run is named by its label: a registered method, or a variant of one with fixed overrides (the diversity
+control `ennas-beta0` is `ennas` with `ennas.beta = 0`: uniform sets without repeated operators, which
+separates "no repeats" from ζ-based diversity in Fig. 2). Each run is its own folder
+`<out>/<label>-<space>-seed<N>`; the plan is written to `<out>/plan.json` for the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmark.methods import METHODS
+from ennas.core.config import ConfigError, RunConfig, resolve
+from ennas.core.io import write_json
+from spaces.registry import list_spaces
+
+# Variants run beside the methods: label -> (method, overrides).
+VARIANTS: dict[str, tuple[str, dict]] = {"ennas-beta0": ("ennas", {"ennas": {"beta": 0.0}})}
+PAPER_SPACES = ("s1", "s2", "s3")  # what `--space all` means: the paper's Table 1
+# Wall seconds of one run on this project's 2-core machine, one thread, two runs at a time (README): for the
+# start line's estimate only.
+RUN_SECONDS = {"smoke": 20.0, "proxy": 1010.0}
+PLANNED = {"method": "--method", "space": "--space", "seed": "--seeds"}  # settings the plan itself decides
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of the plan: its label, the method it runs, space, seed, and the label's fixed overrides."""
+
+    label: str
+    method: str
+    space: str
+    seed: int
+    overrides: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def name(self) -> str:
+        """The run's folder name."""
+        return f"{self.label}-{self.space}-seed{self.seed}"
+
+
+def known_labels() -> list[str]:
+    """Every label `--method` accepts: the registered methods, then the variants."""
+    return [*sorted(METHODS), *VARIANTS]
+
+
+def parse_labels(text: str) -> list[str]:
+    """`all`, one label or a comma list; unknown ones fail with the known ones."""
+    if text == "all":
+        return known_labels()
+    labels = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in labels if t not in known_labels()]
+    if unknown or not labels:
+        raise ConfigError(f"unknown method {', '.join(unknown) or text!r}; known: {', '.join(known_labels())}, all")
+    return list(dict.fromkeys(labels))
+
+
+def parse_spaces(text: str) -> list[str]:
+    """`all` (the paper's s1, s2, s3), one space or a comma list."""
+    if text == "all":
+        return list(PAPER_SPACES)
+    spaces = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in spaces if t not in list_spaces()]
+    if unknown or not spaces:
+        raise ConfigError(f"unknown search space {', '.join(unknown) or text!r}; known: {', '.join(list_spaces())}")
+    return list(dict.fromkeys(spaces))
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Seeds as `3`, `0-2` (inclusive) or comma lists of both (`0,2,5-6`), in order without repeats."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        try:
+            low, dash, high = part.partition("-")
+            first, last = int(low), int(high if dash else low)
+        except ValueError:
+            raise ConfigError(f"--seeds takes numbers and ranges such as 0-2 or 0,3, got {text!r}") from None
+        if first < 0 or last < first:
+            raise ConfigError(f"--seeds range {part!r} must be ascending and non-negative")
+        seeds += [s for s in range(first, last + 1) if s not in seeds]
+    return seeds
+
+
+def plan_runs(labels: list[str], spaces: list[str], seeds: list[int]) -> list[PlannedRun]:
+    """Every (label, space, seed), spaces outermost, then seeds, then labels (a seed's methods run together)."""
+    runs = []
+    for space in spaces:
+        for seed in seeds:
+            for label in labels:
+                method, overrides = VARIANTS.get(label, (label, {}))
+                runs.append(PlannedRun(label, method, space, seed, overrides))
+    return runs
+
+
+def merge_overrides(base: dict, top: dict) -> dict:
+    """Nested overrides: `base` with `top`'s values on top (the user's --set wins over a variant's)."""
+    merged = dict(base)
+    for key, value in top.items():
+        below = merged.get(key)
+        merged[key] = merge_overrides(below, value) if isinstance(value, dict) and isinstance(below, dict) else value
+    return merged
+
+
+def run_config(preset: dict, user: dict, run: PlannedRun) -> RunConfig:
+    """One run's resolved configuration: the preset, then the label's fixed overrides, then the user's --set."""
+    for key, flag in PLANNED.items():
+        if key in user:  # the folder is named after the plan, so the plan must decide these
+            raise ConfigError(f"--set {key}=... is chosen by the plan here; use {flag}")
+    return resolve(preset, merge_overrides(run.overrides, user), method=run.method, space=run.space, seed=run.seed)
+
+
+def run_status(folder: Path) -> str:
+    """`done` (final.json), `failed` (error.json, from the last attempt), `partial` (started) or `todo`."""
+    if (folder / "final.json").exists():
+        return "done"
+    if (folder / "error.json").exists():
+        return "failed"
+    return "partial" if folder.exists() and any(folder.iterdir()) else "todo"
+
+
+def write_plan(out: Path, preset: str, runs: list[PlannedRun]) -> None:
+    """`plan.json`: the runs the report expects, with the preset (merged with the plans of earlier calls)."""
+    path = out / "plan.json"
+    old = json.loads(path.read_text()).get("runs", []) if path.exists() else []
+    rows = {(r["label"], r["space"], r["seed"]): r for r in old}
+    for r in runs:
+        rows[(r.label, r.space, r.seed)] = {
+            "label": r.label,
+            "method": r.method,
+            "space": r.space,
+            "seed": r.seed,
+            "overrides": r.overrides,
+        }
+    write_json(path, {"preset": preset, "runs": sorted(rows.values(), key=lambda r: (r["space"], r["seed"]))})
+
+
+def default_jobs(todo: int, device: str) -> int:
+    """Runs at once when `--jobs` is not given: one per core on a CPU, one per GPU, never more than the runs.
+
+    Measured here (README): five proxy runs one after another with 2 threads took 34.7 min (6.9 min each);
+    two at a time with one thread each took 10.5-11.5 min per pair (5.5 min each), so one run per core is
+    the faster use of this machine.
+    """
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        slots = torch.cuda.device_count()
+    else:
+        slots = usable_cores()
+    return max(1, min(slots, todo))
+
+
+def choose_jobs(requested: int | None, pending: int, device: str, distributed: bool) -> int:
+    """Runs at once: `--jobs` or `default_jobs`, never more than the runs left; one under torchrun, where every
+    run uses all ranks."""
+    if requested is not None and requested < 1:
+        raise ConfigError("--jobs must be >= 1")
+    if distributed:
+        return 1
+    return min(requested or default_jobs(pending, device), max(1, pending))
+
+
+def worker_threads(jobs: int) -> int:
+    """CPU threads of each worker: the cores split between the jobs; 0 (torch's default) for one job in-process."""
+    return max(1, usable_cores() // jobs) if jobs > 1 else 0
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def estimate(preset: str, todo: int, jobs: int) -> str:
+    """The start line's expected duration, from measured per-run times where this preset has one."""
+    if todo == 0:
+        return "nothing to run"
+    if preset not in RUN_SECONDS:
+        return "duration unknown for this preset"
+    seconds = RUN_SECONDS[preset] * -(-todo // jobs)
+    return f"expected about {seconds / 60:.0f} min (measured {RUN_SECONDS[preset] / 60:.1f} min per {preset} run)"
+
+
+def start_line(preset: str, statuses: list[str], jobs: int, threads: int, out: Path) -> str:
+    """How many runs the plan has, how far they got, how they will run and how long that should take."""
+    count = {s: statuses.count(s) for s in ("done", "partial", "failed", "todo")}
+    failed = f", {count['failed']} failed before" if count["failed"] else ""
+    return (
+        f"plan: {len(statuses)} run{'s' * (len(statuses) != 1)} of preset {preset}: {count['done']} done, {count['partial']} partial{failed}, "
+        f"{count['todo']} todo; {jobs} job(s) x {threads} thread(s); "
+        f"{estimate(preset, len(statuses) - count['done'], jobs)} -> {out}"
+    )
+
+
+def summary_table(rows: list[dict]) -> str:
+    """The end-of-run table: label, space, seed, status, top1, MFLOPs, wall minutes, folder (and a failure's error)."""
+    header = ["label", "space", "seed", "status", "top1", "MFLOPs", "wall min", "folder"]
+
+    def cells(r: dict) -> list[str]:
+        done = r["status"] == "done"
+        minutes = "-" if r.get("minutes") is None else f"{r['minutes']:.1f}"
+        minutes = "earlier" if done and r.get("minutes") is None else minutes  # finished before this call
+        numbers = [f"{r['top1']:.2f}", f"{r['mflops']:.2f}"] if done else ["-", "-"]
+        line = [r["label"], r["space"], str(r["seed"]), r["status"], *numbers, minutes, str(r["folder"])]
+        return line + ([r["error"]] if r.get("error") else [])
+
+    table = [header, *map(cells, rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    # zip stops at the header's columns; a failure's error line follows unpadded
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths)) + "".join(f"  {e}" for e in row[len(header) :])
+        for row in table
+    ]
+    return "\n".join(line.rstrip() for line in lines)
