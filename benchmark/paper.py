@@ -176,6 +176,16 @@ CLAIMS: tuple[Claim, ...] = (
 CHECKS: tuple[Claim, ...] = (
     Claim("gap_positive", "EnNAS's ensemble teacher is above its students", "§4.2", 5.8, "gap", "value", "ennas"),
     Claim(
+        "top1_vs_spos",
+        "EnNAS's searched architecture is more accurate than SPOS's",
+        "Table 1",
+        None,
+        "top1",
+        "diff",
+        "ennas",
+        ("spos",),
+    ),
+    Claim(
         "ds_diversity",
         "Diversity-sampled sets are more diverse than random ones",
         "§4.3, Fig. 2",
