@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,6 +112,15 @@ def run_config(preset: dict, user: dict, run: PlannedRun) -> RunConfig:
         if key in user:  # the folder is named after the plan, so the plan must decide these
             raise ConfigError(f"--set {key}=... is chosen by the plan here; use {flag}")
     return resolve(preset, merge_overrides(run.overrides, user), method=run.method, space=run.space, seed=run.seed)
+
+
+def discard_run(folder: Path) -> None:
+    """Remove a run folder for `--fresh`; a non-empty folder without config.json is not a run's and is kept."""
+    if not folder.exists():
+        return
+    if not (folder / "config.json").exists() and any(folder.iterdir()):
+        raise ConfigError(f"--fresh: {folder} holds files but no config.json, so it is not a run folder; not removed")
+    shutil.rmtree(folder)
 
 
 def run_status(folder: Path) -> str:

@@ -23,6 +23,7 @@ from benchmark.execute import Task, execute
 from benchmark.preset import list_presets, load_preset
 from ennas.core import distributed as dist
 from ennas.core.config import ConfigError, parse_overrides
+from ennas.core.resume import check_resumable
 from ennas.data import DataError
 from spaces.registry import list_spaces
 
@@ -42,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="root of the run folders, plan.json and report (default runs/PRESET)")
     p.add_argument("--run-dir", type=Path, help="the one planned run's own folder (no plan.json, no report)")
     p.add_argument("--jobs", type=int, help="runs at once (default: one per core, or one per GPU)")
+    p.add_argument("--fresh", action="store_true", help="discard the planned runs' folders and start them again")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -82,6 +84,11 @@ def plan_tasks(args: argparse.Namespace) -> tuple[list[Task], int, Path | None]:
     cfgs = [harness.run_config(preset, user, r) for r in runs]
     out = None if args.run_dir else args.out or Path("runs") / Path(args.preset).stem
     folders = [args.run_dir] if args.run_dir else [out / r.name for r in runs]
+    for folder, cfg in zip(folders, cfgs, strict=True):
+        if args.fresh:
+            harness.discard_run(folder)
+        else:
+            check_resumable(folder, cfg)  # a folder made with other settings is refused before any work
     pending = sum(harness.run_status(f) != "done" for f in folders)
     jobs = harness.choose_jobs(args.jobs, pending, cfgs[0].device, under_torchrun())
     threads = harness.worker_threads(jobs)

@@ -171,23 +171,26 @@ def test_rerun_skips_finished_runs(pair):
 
 def test_a_failed_run_leaves_error_json_and_the_others_go_on(copy):
     cream = copy / "cream-s1-seed0"
-    (cream / "final.json").unlink()  # unfinished: it resumes, and meets the missing data when it starts
+    for name in ("final.json", "retrained.pt"):  # unfinished: it resumes its retraining from the checkpoint...
+        (cream / name).unlink()
+    checkpoint = cream / "retrain_checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])  # ...which is truncated
     spos_final = (copy / "spos-s1-seed0" / "final.json").read_text()
-    bad_data = ["--dataset", "imagenet", "--data", "/nonexistent/imagenet"]
-    rc, out, err = cli("--method", "spos,cream", "--out", str(copy), *bad_data)
+    rc, out, err = cli("--method", "spos,cream", "--out", str(copy))
     assert rc == 1
     error = read_json(cream / "error.json")
-    assert "/nonexistent/imagenet" in error["error"] and "\n" not in error["error"]
-    assert error["type"] == "DataError" and error["time"]
+    assert str(checkpoint) in error["error"] and "\n" not in error["error"]
+    assert error["type"] == "CheckpointError" and error["time"]
     lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "cream-s1-seed0 failed" in lines[0] and "/nonexistent/imagenet" in lines[0]
+    assert len(lines) == 1 and "cream-s1-seed0 failed" in lines[0] and str(checkpoint) in lines[0]
     failed = next(line for line in out.splitlines() if line.startswith("cream "))
     assert failed.split()[3] == "failed" and str(cream) in failed and error["error"] in failed
     assert (copy / "spos-s1-seed0" / "final.json").read_text() == spos_final
     runs = collect_runs(copy).set_index("label")  # as the report reads them
     assert runs.loc["cream", "status"] == "failed" and runs.loc["cream", "error"] == error["error"]
     assert runs.loc["spos", "status"] == "ok"
-    # Rerun with the data: it resumes, finishes, and the stale error.json goes.
+    # As the error says: without the bad checkpoint it retrains, finishes, and the stale error.json goes.
+    checkpoint.unlink()
     rc, out, err = cli("--method", "spos,cream", "--out", str(copy))
     assert rc == 0, err
     assert ", 1 failed before," in out.splitlines()[0]

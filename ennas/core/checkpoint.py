@@ -58,12 +58,27 @@ def save(ctx: RunContext, loop: Loop, epoch: int, step: int, sums: dict) -> None
     save_torch(ctx.file(f"{loop.name}_checkpoint.pt"), state)
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that exists but cannot be read (truncated, corrupt, from another program)."""
+
+
 def load(ctx: RunContext, loop: Loop) -> tuple[int, int, dict]:
-    """Restore the loop from its checkpoint if one exists; returns (epoch, step, running sums)."""
+    """Restore the loop from its checkpoint if one exists; returns (epoch, step, running sums).
+
+    Checkpoints are written atomically, so a corrupt one did not come from an interrupted write. There is no
+    older one to fall back to (each save replaces the last), and silently restarting the stage would hide the
+    fault, so an unreadable checkpoint stops the run with one line naming the file.
+    """
     path = ctx.file(f"{loop.name}_checkpoint.pt")
     if not path.exists():
         return 0, 0, {}
-    state = load_torch(path, ctx.device)
+    try:
+        state = load_torch(path, ctx.device)
+    except Exception as err:  # torch.load raises many kinds (UnpicklingError, RuntimeError, EOFError, ...)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({first}); delete it to rerun the {loop.name} stage from its start"
+        ) from None
     loop.model.load_state_dict(state["model"])
     loop.optimizer.load_state_dict(state["optimizer"])
     loop.scheduler.load_state_dict(state["scheduler"])

@@ -15,6 +15,7 @@ from ennas.core import distributed as dist
 from ennas.core.context import RunContext
 from ennas.core.io import load_torch, read_json, read_jsonl, save_torch, write_json
 from ennas.core.method import Method
+from ennas.core.resume import check_resumable
 from ennas.core.retrain import retrain
 from ennas.core.search import check_budget
 from spaces.arch import decode, describe, encode
@@ -68,6 +69,7 @@ def environment() -> dict:
 def run_pipeline(ctx: RunContext, method: Method) -> dict:
     """Supernet -> search -> retrain for one method, skipping what is already complete in the output folder."""
     final_path = ctx.file("final.json")
+    check_resumable(ctx.out, ctx.cfg)  # never continue, or return, a run made with other settings
     if final_path.exists():
         return read_json(final_path)
     check_budget(ctx.space, ctx.table.flops, ctx.flops_budget, ctx.table.bounds())  # before any work
