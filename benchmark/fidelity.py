@@ -27,6 +27,7 @@ from ennas.core.config import ConfigError, from_dict
 from ennas.core.context import RunContext
 from ennas.core.evaluate import score_path
 from ennas.core.io import load_torch, read_json, read_jsonl, write_jsonl
+from ennas.core.method import get_method
 from ennas.data import DataError
 from spaces.arch import decode, encode
 
@@ -100,6 +101,11 @@ def ranking_for_run(run_dir: str | Path, groundtruth_csv: str | Path, epochs: st
     if epochs not in ("all", "last"):
         raise ConfigError(f"--epochs must be all or last, got {epochs!r}")
     ctx = run_context(Path(run_dir))
+    if not get_method(ctx.cfg.method).scores_paths:
+        raise ConfigError(
+            f"{ctx.cfg.method}'s search does not score candidates by supernet path accuracy, so ranking them that "
+            "way would not measure its search; its own scorer is not wired into benchmark.fidelity"
+        )
     truth = canonical_truth(ctx, load_groundtruth(groundtruth_csv), Path(groundtruth_csv))
     weights = supernet_weights(ctx.out, ctx.cfg.supernet.epochs)
     if epochs == "last":

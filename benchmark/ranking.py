@@ -194,6 +194,9 @@ def fidelity(
         "params": means["params"].to_numpy(dtype=float),
     }
     rows = [_row(name, pred, target, ks, n_boot, seed) for name, pred in predictors.items()]
+    # The supernet's mean score on these architectures: for a path-accuracy scorer, the mean held-out accuracy
+    # (BN recalibrated) of architectures drawn uniformly in the band, i.e. how well its paths are trained.
+    rows[0]["mean_score"] = float(predictors["supernet"].mean())
     # The ceiling on the same architectures: τ depends on how spread out the set's accuracies are.
     ceiling = seed_ceiling(truth[truth["arch"].isin(common)], n_boot=n_boot, seed=seed)
     row = dict.fromkeys(rows[0], math.nan)

@@ -175,3 +175,18 @@ def test_ranking_for_run_per_epoch_and_memoised(truth, preset, tmp_path, monkeyp
     assert fidelity_main([str(run), "--groundtruth", str(truth / "gt.csv"), "--epochs", "last"]) == 0
     with (run / "ranking.csv").open() as f:
         assert {r["epoch"] for r in csv.DictReader(f)} == {str(last)}
+
+
+def test_fidelity_refuses_a_method_whose_search_does_not_score_path_accuracy(truth, preset, tmp_path, capsys):
+    """DNA scores candidates by summed block ratings: ranking its supernet by path accuracy would not measure it."""
+    from ennas.core.config import resolve
+    from ennas.core.io import write_json
+
+    run = tmp_path / "dna-run"
+    write_json(run / "config.json", resolve(load_preset(preset), method="dna", space="s1").to_dict())
+    assert fidelity_main([str(run), "--groundtruth", str(truth / "gt.csv")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("error: dna's search does not score candidates by supernet path accuracy")
+        and err.count("\n") == 1
+    )

@@ -168,6 +168,7 @@ def test_fidelity_rows_predictors_and_columns():
     assert ceiling["kendall_tau"] == pytest.approx(1.0)
     assert math.isnan(ceiling["spearman"]) and math.isnan(ceiling["top5_overlap"])
     assert set(rows[0]) == set(ceiling)
+    assert supernet["mean_score"] == pytest.approx(4.5)  # over the 10 common architectures only, not "zz"
 
 
 def test_fidelity_topk_beyond_n_is_nan():

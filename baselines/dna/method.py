@@ -84,6 +84,7 @@ class DNA(Method):
 
     name = "dna"
     supervised = True
+    scores_paths = False  # candidates are scored by summed block ratings against the teacher, not path accuracy
     section = "dna"
     options = DNAOptions
 

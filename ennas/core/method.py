@@ -48,6 +48,9 @@ class Method(StepPolicy):
     supervised: ClassVar[bool] = False  # uses an external trained teacher (Table 1's "Supervised")
     section: ClassVar[str] = ""  # name of its options section in the run config ("" for none)
     options: ClassVar[type | None] = None  # the frozen dataclass of that section
+    # whether search() scores a candidate by its supernet path's accuracy (BN recalibrated), as the shared
+    # evolution does; benchmark.fidelity ranks ground-truth architectures that way, so only such methods
+    scores_paths: ClassVar[bool] = True
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
