@@ -85,6 +85,7 @@ def plan_tasks(args: argparse.Namespace) -> tuple[list[Task], int, Path | None]:
     out = None if args.run_dir else args.out or Path("runs") / Path(args.preset).stem
     folders = [args.run_dir] if args.run_dir else [out / r.name for r in runs]
     for folder, cfg in zip(folders, cfgs, strict=True):
+        dist.check_device(cfg.device)
         if args.fresh:
             harness.discard_run(folder)
         else:

@@ -10,11 +10,15 @@ extracted network exactly.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Sequence
 
 import torch
-from fvcore.nn import FlopCountAnalysis
 from torch import nn
+
+with warnings.catch_warnings():  # fvcore scripts its focal losses at import: torch's deprecation note, every run
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    from fvcore.nn import FlopCountAnalysis
 
 from spaces.arch import Arch, check_arch
 from spaces.registry import SpaceSpec, get_space

@@ -2,6 +2,7 @@
 
 import collections
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -251,8 +252,13 @@ def test_random_search_draws_distinct_archs(space, table):
     assert result.generation_best == []
 
 
-def test_progress_bar(space, table, capsys):
-    evolution_search(
-        space, separable(layer_values(table, 0)), table.flops, 6e6, SMALL, np.random.default_rng(0), progress=True
-    )
+def test_progress_bar_only_on_a_terminal(space, table, capsys, monkeypatch):
+    def search():
+        score = separable(layer_values(table, 0))
+        evolution_search(space, score, table.flops, 6e6, SMALL, np.random.default_rng(0), progress=True)
+
+    search()
+    assert "evolution" not in capsys.readouterr().err  # a log file gets no bar frames
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    search()
     assert "evolution" in capsys.readouterr().err

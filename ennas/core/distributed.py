@@ -14,6 +14,8 @@ from collections.abc import Iterable
 import torch
 import torch.distributed as dist
 
+from ennas.core.config import ConfigError
+
 
 def world_size() -> int:
     """Number of processes (1 without torchrun)."""
@@ -30,12 +32,20 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def check_device(requested: str) -> None:
+    """A one-line ConfigError when `device=cuda` is asked for where no GPU is visible (before any work)."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "device=cuda was requested but torch sees no CUDA GPU here; use --set device=auto (or cpu), or check "
+            "CUDA_VISIBLE_DEVICES and the driver"
+        )
+
+
 def pick_device(requested: str = "auto") -> torch.device:
     """The device this rank trains on: its own GPU under torchrun, else the CPU."""
+    check_device(requested)
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError("device=cuda was requested but no GPU is visible")
     local = int(os.environ.get("LOCAL_RANK", 0))
     torch.cuda.set_device(local)
     return torch.device("cuda", local)

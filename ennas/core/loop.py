@@ -13,9 +13,11 @@ epoch boundaries only). `build_loop` is the one way to describe a loop.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -223,6 +225,7 @@ def epoch_record(ctx: RunContext, loop: Loop, epoch: int, sums: dict, wall: floa
     if loop.on_epoch_end is not None:
         measured.update(loop.on_epoch_end(epoch))
     measure_s = sums.get("epoch_start_s", 0.0) + time.time() - t0
+    images_per_s = sums.get("count", 0) * dist.world_size() / max(wall, 1e-9)  # training steps only
     wall += measure_s
     record = {
         "method": ctx.cfg.method,
@@ -237,6 +240,7 @@ def epoch_record(ctx: RunContext, loop: Loop, epoch: int, sums: dict, wall: floa
         "device_s": wall * dist.world_size(),
         "world_size": dist.world_size(),
         "probe_device_s": measure_s * dist.world_size(),
+        "img_s": images_per_s,
     }
     return record | measured
 
@@ -264,7 +268,8 @@ def train_epochs(ctx: RunContext, loop: Loop, log_name: str = "train_log.jsonl")
             initial=skip,
             leave=False,
             desc=f"{ctx.cfg.method} {loop.name} {epoch + 1}/{plan.epochs}",
-            disable=not (ctx.cfg.progress and dist.is_main()),
+            # a bar only on a terminal: in a log file its redraws would be thousands of \r frames
+            disable=not (ctx.cfg.progress and dist.is_main() and sys.stderr.isatty()),
         )
         for step, (x, y) in enumerate(bar, start=skip):
             sums = add_sums(sums, train_step(ctx, loop, x, y, epoch, step))
@@ -274,7 +279,8 @@ def train_epochs(ctx: RunContext, loop: Loop, log_name: str = "train_log.jsonl")
         records.append(record)
         if dist.is_main():
             write_jsonl(log_path, others + records)
-            bar.write(json_line(record))
+            left = sum(r["wall_s"] for r in records[-3:]) / len(records[-3:]) * (plan.epochs - epoch - 1)
+            bar.write(f"{json_line(record)} img/s={record['img_s']:.0f} stage_eta={timedelta(seconds=round(left))}")
         if epoch in loop.snapshot_epochs:
             # Before the epoch's checkpoint: a kill in between reruns the epoch and rewrites the same weights.
             dist.average_buffers(loop.model)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -211,7 +212,7 @@ def evolution_search(
     if not cands.records:
         raise _nothing_found(space, budget, tries * cfg.population)
     gen_best, gen_mean = [], []
-    bar = tqdm(total=cfg.generations + 1, desc="evolution", disable=not progress)
+    bar = tqdm(total=cfg.generations + 1, desc="evolution", disable=not (progress and sys.stderr.isatty()))
     for generation in range(cfg.generations + 1):
         if generation > 0:
             # parents: the top-k of everything evaluated so far, fixed for the whole generation

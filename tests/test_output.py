@@ -1,0 +1,38 @@
+"""What a user sees: one line for a missing GPU, no library warning noise, no progress-bar frames in a log."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark.run import main as run_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_device_cuda_without_a_gpu_is_one_line_before_any_work(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_main(["--method", "spos", "--preset", "smoke", "--run-dir", str(out), "--set", "device=cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: device=cuda was requested but torch sees no CUDA GPU") and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_importing_the_suite_raises_no_library_warning():
+    code = "import benchmark.methods, benchmark.run, spaces.flops"
+    proc = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_logged_run_has_epoch_lines_with_throughput_and_no_bar_frames(tmp_path):
+    """Output to a file (as on a cluster): one line per epoch with img/s and the stage's ETA, no \\r redraws."""
+    cmd = [sys.executable, "-m", "benchmark.run", "--method", "spos", "--preset", "smoke", "--run-dir", str(tmp_path)]
+    cmd += ["--set", "threads=1", "--set", "progress=true"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stdout + proc.stderr
+    epochs = [line for line in proc.stdout.splitlines() if line.startswith("[spos supernet] epoch=")]
+    assert len(epochs) == 2 and all("img/s=" in line and "stage_eta=" in line for line in epochs)
