@@ -175,8 +175,13 @@ def choose_jobs(requested: int | None, pending: int, device: str, distributed: b
 
 
 def worker_threads(jobs: int) -> int:
-    """CPU threads of each worker: the cores split between the jobs; 0 (torch's default) for one job in-process."""
-    return max(1, usable_cores() // jobs) if jobs > 1 else 0
+    """CPU threads of each training process: the cores split between the processes on this machine (the jobs,
+    times torchrun's local ranks); 0 (torch's default, every core) for a single process.
+
+    Two processes with every core each were seen 10-50x slower on 2 cores (OpenMP oversubscription).
+    """
+    processes = jobs * int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, usable_cores() // processes) if processes > 1 else 0
 
 
 def usable_cores() -> int:

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmark import harness
 from benchmark.run import main as run_main
+from ennas.core.io import read_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,3 +38,14 @@ def test_a_logged_run_has_epoch_lines_with_throughput_and_no_bar_frames(tmp_path
     assert "\r" not in proc.stdout + proc.stderr
     epochs = [line for line in proc.stdout.splitlines() if line.startswith("[spos supernet] epoch=")]
     assert len(epochs) == 2 and all("img/s=" in line and "stage_eta=" in line for line in epochs)
+    env = read_json(tmp_path / "config.json")["environment"]  # what the numbers depend on, recorded
+    assert env["threads"] == 1 and env["libraries"]["timm"] and env["libraries"]["cvxpy"] and env["cpu_count"] >= 1
+
+
+def test_threads_are_split_between_the_processes_on_the_machine(monkeypatch):
+    monkeypatch.setattr(harness, "usable_cores", lambda: 8)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert harness.worker_threads(1) == 0  # one process: torch's default, every core
+    assert harness.worker_threads(2) == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun's ranks on this machine
+    assert harness.worker_threads(1) == 2 and harness.worker_threads(16) == 1

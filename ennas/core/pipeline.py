@@ -6,6 +6,8 @@ same command skips complete stages and resumes an interrupted one from its check
 
 from __future__ import annotations
 
+import importlib.metadata
+import os
 import platform
 import subprocess
 
@@ -49,6 +51,20 @@ def search_stage(ctx: RunContext, method: Method) -> dict:
     return result
 
 
+LIBRARIES = ("torchvision", "timm", "fvcore", "numpy", "scipy", "cvxpy", "ecos", "pandas", "matplotlib", "tqdm")
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of the libraries a run's numbers can depend on (None: not installed)."""
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def environment() -> dict:
     """Versions, machine and git commit for config.json."""
     try:
@@ -57,6 +73,12 @@ def environment() -> dict:
         commit = ""
     return {
         "torch": torch.__version__,
+        "libraries": library_versions(),
+        "threads": torch.get_num_threads(),  # the effective count: it changes floating-point sums, so results
+        "cpu_count": os.cpu_count(),
+        "cuda_version": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "nccl": ".".join(map(str, torch.cuda.nccl.version())) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "machine": platform.machine(),
         "processor": platform.processor(),
