@@ -49,26 +49,26 @@ def known_labels() -> list[str]:
     return [*sorted(METHODS), *VARIANTS]
 
 
-def parse_labels(text: str) -> list[str]:
-    """`all`, one label or a comma list; unknown ones fail with the known ones."""
+def parse_names(text: str, everything: list[str], known: list[str], what: str, also: str = "") -> list[str]:
+    """`all` (-> `everything`), one name or a comma list, in order without repeats; unknown ones fail with the
+    known ones (and `also`, other accepted words, in the message)."""
     if text == "all":
-        return known_labels()
-    labels = [t.strip() for t in text.split(",") if t.strip()]
-    unknown = [t for t in labels if t not in known_labels()]
-    if unknown or not labels:
-        raise ConfigError(f"unknown method {', '.join(unknown) or text!r}; known: {', '.join(known_labels())}, all")
-    return list(dict.fromkeys(labels))
+        return list(everything)
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in names if t not in known]
+    if unknown or not names:
+        raise ConfigError(f"unknown {what} {', '.join(unknown) or text!r}; known: {', '.join(known)}{also}")
+    return list(dict.fromkeys(names))
+
+
+def parse_labels(text: str) -> list[str]:
+    """`all` (every method and variant), one label or a comma list."""
+    return parse_names(text, known_labels(), known_labels(), "method", also=", all")
 
 
 def parse_spaces(text: str) -> list[str]:
     """`all` (the paper's s1, s2, s3), one space or a comma list."""
-    if text == "all":
-        return list(PAPER_SPACES)
-    spaces = [t.strip() for t in text.split(",") if t.strip()]
-    unknown = [t for t in spaces if t not in list_spaces()]
-    if unknown or not spaces:
-        raise ConfigError(f"unknown search space {', '.join(unknown) or text!r}; known: {', '.join(list_spaces())}")
-    return list(dict.fromkeys(spaces))
+    return parse_names(text, list(PAPER_SPACES), list_spaces(), "search space")
 
 
 def parse_seeds(text: str) -> list[int]:

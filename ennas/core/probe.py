@@ -117,17 +117,13 @@ def measure_sets(
     labels = probe_labels(images.score)
     fit_labels = probe_labels(images.fit) if fit_weights is not None else None
     cache: dict[tuple, torch.Tensor] = {}
-    fit_cache: dict[tuple, torch.Tensor] = {}
 
-    def logits(arch: Arch) -> torch.Tensor:
-        if tuple(arch) not in cache:
-            cache[tuple(arch)] = path_logits(model, arch, images.score, device)
-        return cache[tuple(arch)]
-
-    def fit_logits(arch: Arch) -> torch.Tensor:
-        if tuple(arch) not in fit_cache:
-            fit_cache[tuple(arch)] = path_logits(model, arch, images.fit, device)
-        return fit_cache[tuple(arch)]
+    def logits(arch: Arch, part: str = "score") -> torch.Tensor:
+        """A path's logits on one part of the probe images, each computed once."""
+        key = (part, tuple(arch))
+        if key not in cache:
+            cache[key] = path_logits(model, arch, getattr(images, part), device)
+        return cache[key]
 
     teacher_ok, student_ok, div_sums = [], [], []
     for s in sets:
@@ -135,7 +131,7 @@ def measure_sets(
         if s.teacher is not None:
             t = logits(s.teacher)
         else:
-            w = fit_weights(torch.stack([fit_logits(p) for p in s.students]), fit_labels)
+            w = fit_weights(torch.stack([logits(p, "fit") for p in s.students]), fit_labels)
             t = torch.einsum("m,mnc->nc", w.to(z.dtype), z)
         teacher_ok.append((t.argmax(1) == labels).double())
         student_ok.append((z.argmax(2) == labels).double().mean(0))
