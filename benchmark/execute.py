@@ -7,12 +7,15 @@ a ground truth (`results/<preset>/groundtruth_<space>.csv`); a failure there is 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
+import signal
 import sys
 import time
 import traceback
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +24,17 @@ import torch
 from benchmark import harness
 from benchmark.harness import PlannedRun
 from ennas.core import distributed as dist
-from ennas.core.config import RunConfig
+from ennas.core import preempt
+from ennas.core.checkpoint import CheckpointError
+from ennas.core.config import ConfigError, RunConfig
 from ennas.core.context import RunContext
 from ennas.core.io import read_json, write_json
+from ennas.core.loop import TrainingDiverged
 from ennas.core.method import get_method
-from ennas.core.pipeline import run_pipeline
+from ennas.core.pipeline import remove_checkpoints, run_pipeline
+from ennas.core.search import BudgetError
+from ennas.data import DataError
+from ennas.method.ensemble import EnsembleSolverError
 
 _SLOT: int | None = None  # this worker's index (0, 1, ...), which picks its GPU; None in the main process
 
@@ -44,6 +53,48 @@ def one_line(err: BaseException) -> str:
     """An exception as one line: its type where the message is empty, else the message's first line."""
     lines = str(err).strip().splitlines()
     return lines[0] if lines else type(err).__name__
+
+
+# Failures a user can cause or meet and fix without changing code: their one line says what to do, exit status 2.
+USER_ERRORS = (
+    ConfigError,
+    DataError,
+    CheckpointError,
+    TrainingDiverged,
+    BudgetError,
+    EnsembleSolverError,
+    OSError,
+    MemoryError,
+    torch.OutOfMemoryError,
+)
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """A GPU or host allocation failure (torch reports the CPU's as a RuntimeError)."""
+    return isinstance(err, MemoryError | torch.OutOfMemoryError) or "can't allocate memory" in str(err)
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Whether `err` is a failure the user can fix (as opposed to a bug, whose traceback error.json keeps)."""
+    return isinstance(err, USER_ERRORS) or out_of_memory(err) or type(err).__name__ == "SolverError"
+
+
+def explain(err: BaseException) -> str:
+    """The one line a user sees for `err`: what happened and, where the suite knows, what to change."""
+    if out_of_memory(err):
+        return (
+            f"out of memory ({one_line(err)[:120]}): lower the per-device batch (supernet.batch_size or "
+            "retrain.batch_size, split across ranks) or keep the batch and split each step with "
+            "supernet.accumulate=K / retrain.accumulate=K"
+        )
+    if isinstance(err, EnsembleSolverError) or type(err).__name__ == "SolverError":
+        return f"the ensemble-weight solver failed ({one_line(err)}); try the other solver with --set ennas.solver=..."
+    if isinstance(err, PermissionError):
+        return f"permission denied: {err.filename or one_line(err)}; make it writable or choose another --out"
+    if isinstance(err, OSError) and err.strerror:
+        where = f": {err.filename}" if err.filename else ""
+        return f"{err.strerror}{where}"
+    return one_line(err)
 
 
 def task_device(requested: str) -> torch.device:
@@ -89,14 +140,19 @@ def run_task(task: Task, preset: str, debug: bool = False) -> dict:
     try:
         ctx = RunContext(task.cfg, task.folder, task_device(task.cfg.device))
         final = run_pipeline(ctx, get_method(task.run.method)(ctx))
+    except preempt.Preempted as err:  # the state is saved: not a failure, and no error.json
+        return result_row(task, "stopped", minutes=(time.time() - t0) / 60, error=str(err), signal=err.signum)
     except Exception as err:
         if debug:  # in this process only: a worker's traceback goes to error.json
             raise
-        line = one_line(err)
+        line, user = explain(err), is_user_error(err)
         if dist.is_main():
             record = {"error": line, "type": type(err).__name__, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
-            write_json(task.folder / "error.json", {**record, "traceback": traceback.format_exc()})
-        return result_row(task, "failed", minutes=(time.time() - t0) / 60, error=line)
+            try:
+                write_json(task.folder / "error.json", {**record, "traceback": traceback.format_exc()})
+            except OSError:  # the folder is what failed (full disk, read-only): the line below still says why
+                pass
+        return result_row(task, "failed", minutes=(time.time() - t0) / 60, error=line, user_error=user)
     if dist.is_main():
         (task.folder / "error.json").unlink(missing_ok=True)  # from an earlier attempt
     warning = rank_run(task.folder, preset, task.run.space)
@@ -105,8 +161,9 @@ def run_task(task: Task, preset: str, debug: bool = False) -> dict:
 
 
 def _init_worker(counter) -> None:
-    """Take the next worker index (which picks the worker's GPU)."""
+    """Take the next worker index (which picks the worker's GPU) and catch stop signals like the main process."""
     global _SLOT
+    preempt.install()
     with counter.get_lock():
         _SLOT = counter.value
         counter.value += 1
@@ -116,30 +173,59 @@ def run_tasks(tasks: list[Task], jobs: int, preset: str, debug: bool) -> Iterato
     """Rows of runs as they finish: one after another in this process for one job, else in spawned workers."""
     if jobs == 1:
         for task in tasks:
-            yield run_task(task, preset, debug)
+            row = run_task(task, preset, debug)
+            yield row
+            if row["status"] == "stopped" or preempt.received():
+                return  # the remaining runs start on the rerun
         return
     # spawn, not fork: a forked child inherits torch's thread pool in an undefined state.
     context = multiprocessing.get_context("spawn")
     counter = context.Value("i", 0)
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(counter,)) as pool:
         futures = {pool.submit(run_task, task, preset): task for task in tasks}
+        waiting, forwarded = set(futures), False
         try:
-            for future in as_completed(futures):
-                try:
-                    yield future.result()
-                except Exception as err:  # the worker itself died (killed, out of memory)
-                    task = futures[future]
-                    record = {"error": one_line(err), "type": type(err).__name__}
-                    write_json(task.folder / "error.json", {**record, "time": time.strftime("%Y-%m-%d %H:%M:%S")})
-                    yield result_row(task, "failed", error=one_line(err))
+            while waiting:
+                finished, waiting = wait(waiting, timeout=1.0, return_when=FIRST_COMPLETED)
+                if preempt.received() and not forwarded:
+                    # A signal to this process alone (kill PID, SLURM's batch step): pass it on, cancel the rest
+                    forwarded = True
+                    for future in waiting:
+                        future.cancel()
+                    for pid in list(getattr(pool, "_processes", {}) or {}):
+                        with contextlib.suppress(ProcessLookupError):  # the worker already exited
+                            os.kill(pid, preempt.received())
+                for future in finished:
+                    if future.cancelled():
+                        continue
+                    try:
+                        yield future.result()
+                    except Exception as err:  # the worker itself died (killed, out of memory)
+                        task = futures[future]
+                        record = {"error": one_line(err), "type": type(err).__name__}
+                        write_json(task.folder / "error.json", {**record, "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+                        yield result_row(task, "failed", error=one_line(err))
         finally:
             for future in futures:
                 future.cancel()
 
 
+def exit_status(rows: list[dict], signum: int | None) -> int:
+    """0: every run done; 128 + signal: stopped by a signal; 2: every failure is one the user can fix (the one
+    line says how); 1: some run failed unexpectedly (its error.json holds the traceback)."""
+    if signum:
+        return 128 + signum
+    failed = [r for r in rows if r["status"] != "done"]
+    if not failed:
+        return 0
+    return 2 if all(r.get("user_error") for r in failed) else 1
+
+
 def earlier_row(task: Task, preset: str) -> dict:
     """The summary row of a run finished before this call (its ranking is scored if still missing)."""
     final = read_json(task.folder / "final.json")
+    if dist.is_main() and not task.cfg.keep_checkpoints:
+        remove_checkpoints(task.folder)  # finished with --keep-checkpoints, rerun without it
     warning = rank_run(task.folder, preset, task.run.space)
     return result_row(task, "done", minutes=None, top1=final["top1"], mflops=final["mflops"], warning=warning)
 
@@ -166,11 +252,14 @@ def progress(i: int, n: int, row: dict) -> None:
 def execute(tasks: list[Task], jobs: int, preset: str, out: Path | None, debug: bool = False) -> int:
     """Start line, plan.json, every unfinished run, summary table, report; 0 if every run is done, else 1."""
     main = dist.is_main()
-    statuses = [harness.run_status(t.folder) for t in tasks]
+    statuses = dist.broadcast_object([harness.run_status(t.folder) for t in tasks])  # rank 0 decides what to run
     pending = [t for t, s in zip(tasks, statuses) if s != "done"]
     threads = tasks[0].threads or torch.get_num_threads()
     if main:
         print(harness.start_line(preset, statuses, jobs, threads, out or tasks[0].folder), flush=True)
+        warning = harness.load_warning(tasks[0].cfg.device, len(pending))
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
         if out is not None:
             harness.write_plan(out, preset, [t.run for t in tasks])
     rows = {t.folder: earlier_row(t, preset) for t, s in zip(tasks, statuses) if s == "done"}
@@ -178,9 +267,20 @@ def execute(tasks: list[Task], jobs: int, preset: str, out: Path | None, debug: 
         rows[row["folder"]] = row
         if main:
             progress(i, len(pending), row)
-    ordered = [rows[t.folder] for t in tasks]
-    rc = 0 if all(r["status"] == "done" for r in ordered) else 1
+    ordered = [rows.get(t.folder) or result_row(t, "todo") for t in tasks]  # todo: not started before a stop
+    signum = next((r["signal"] for r in ordered if r["status"] == "stopped"), None) or preempt.received()
+    rc = exit_status(ordered, signum)
     if not main:
+        return rc
+    if signum:
+        print(harness.summary_table(ordered), flush=True)
+        saved = sum(r["status"] == "stopped" for r in ordered)
+        print(
+            f"stopped by {signal.Signals(signum).name}: {saved} run(s) saved where they were; rerun the same command "
+            "to resume",
+            file=sys.stderr,
+            flush=True,
+        )
         return rc
     for row in ordered:
         if row.get("warning") and row["minutes"] is None:  # runs finished before: no progress line showed it

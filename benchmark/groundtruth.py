@@ -172,7 +172,7 @@ def train_one(cfg: RunConfig, arch: str, out: Path) -> dict:
     net = decode(ctx.space, arch)
     result = retrain(ctx, net)
     model = load_retrained(ctx).to(ctx.device).eval()
-    search = evaluate(model, ctx.search_batches, ctx.device)["top1"]
+    search = evaluate(model, ctx.search_batches, ctx.device, over_ranks=False)["top1"]  # whole on every rank
     return {
         "arch": encode(net),
         "seed": str(cfg.seed),

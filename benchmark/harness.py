@@ -184,6 +184,19 @@ def worker_threads(jobs: int) -> int:
     return max(1, usable_cores() // processes) if processes > 1 else 0
 
 
+def load_warning(device: str, pending: int) -> str | None:
+    """A warning when CPU runs start on a machine other work already keeps busy (their timings will be noisy)."""
+    if device == "cuda" or not pending or not hasattr(os, "getloadavg"):
+        return None
+    load, cores = os.getloadavg()[0], usable_cores()
+    if load < cores - 0.5:
+        return None
+    return (
+        f"warning: this machine is already loaded (1-minute load average {load:.1f} on {cores} core(s)); the runs "
+        "will be slower than estimated and their wall times noisy"
+    )
+
+
 def usable_cores() -> int:
     """CPU cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -199,7 +199,7 @@ def method_epoch_costs(
 
     ctx = proxy_context("spos", batch, steps)
     loader = torch.utils.data.DataLoader(ctx.data.train, batch_size=batch, shuffle=False)
-    batches = [b for _, b in zip(range(steps + 10), loader)]
+    batches = [(ctx.data.to_device(x, "cpu"), y) for _, (x, y) in zip(range(steps + 10), loader)]  # as train_step
     loops, per_epoch = method_loops(methods, ctx, batch, steps, batches)
     train_size = proxy_train_size()  # what a proxy epoch draws its share from
     times: dict[str, list[float]] = {key: [] for key in loops}
@@ -265,12 +265,136 @@ def solver_share(batch: int = 128, steps: int = 6) -> dict:
     }
 
 
+def jpeg_folder(root, images: int, size: tuple[int, int] = (320, 256), classes: int = 2):
+    """An ImageNet-layout folder (train/<wnid>/, val/<wnid>/) of `images` seeded JPEGs, photo-like (smooth)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", images), ("val", classes)):
+        for i in range(n):
+            folder = Path(root) / split / f"n{i % classes:08d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            coarse = rng.integers(0, 256, (size[1] // 16, size[0] // 16, 3), dtype=np.uint8)
+            image = Image.fromarray(coarse).resize(size, Image.BILINEAR)
+            image.save(folder / f"img_{i}.JPEG", quality=90)
+    return Path(root)
+
+
+def data_path(images: int = 512, resolution: int = 224, batch: int = 64, workers: int = 2, rounds: int = 3) -> dict:
+    """ImageNet loading, images/s, old loader vs new vs device decode, on a generated JPEG folder (all end on the device).
+
+    Old: a DataLoader built every epoch, workers decoding and shipping float32 (ToTensor + Normalize). New:
+    one EpochLoader for every epoch (persistent workers), workers shipping uint8, normalised on the device.
+    Device (data.decode=device): the same EpochLoader with workers shipping the files' bytes, decoded with
+    decode_jpeg and augmented in `to_device` on the device (the CPU's main process where there is no GPU).
+    One call is one epoch over the folder; the old loader's cost includes starting its workers each epoch.
+    """
+    import tempfile
+
+    from torchvision import transforms as T
+
+    from ennas.data import EpochLoader, View, build_data, make_loader
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    root = jpeg_folder(tempfile.mkdtemp(prefix="perf-jpeg-"), images)
+    data = build_data("imagenet", root, resolution=resolution, search_size=0, recal_size=0)
+    train = data.train
+    uint8 = train.transform.transforms
+    old_transform = T.Compose([*uint8[:-1], T.ToTensor(), T.Normalize(data.normalize.mean, data.normalize.std)])
+    old_view = View(train.base, train.indices, old_transform)
+    new_loader = EpochLoader(train, batch, seed=0, num_workers=workers)
+    device_loader = EpochLoader(data.loader_view(train, "device"), batch, seed=0, num_workers=workers)
+    epochs = iter(range(1 << 30))
+    shipped: dict[str, float] = {}
+
+    def old() -> None:
+        for x, _ in make_loader(old_view, batch, sampler=range(len(train)), drop_last=True, num_workers=workers):
+            shipped["old"] = x[0].numel() * x.element_size()
+            x.to(device, non_blocking=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def new() -> None:
+        for x, _ in new_loader.epoch(next(epochs)):
+            shipped["new"] = x[0].numel() * x.element_size()
+            data.to_device(x, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def on_device() -> None:
+        for x, _ in device_loader.epoch(next(epochs)):
+            shipped["device"] = x.flat.numel() / len(x)  # mean file size
+            data.to_device(x, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    times = interleaved({"old": old, "new": new, "device": on_device}, rounds, 1)
+    per_epoch = len(train) // batch * batch
+    median = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "what": f"{images} generated 320x256 JPEGs, train transforms at {resolution}, batch {batch}, "
+        f"{workers} workers, to {device.type}, one epoch per call",
+        "old_img_s": per_epoch / median["old"],
+        "new_img_s": per_epoch / median["new"],
+        "device_img_s": per_epoch / median["device"],
+        "speedup_new_over_old": statistics.median([o / n for o, n in zip(times["old"], times["new"])]),
+        "speedup_device_over_new": statistics.median([n / d for n, d in zip(times["new"], times["device"])]),
+        "old_bytes_per_image": shipped.get("old", 0),
+        "new_bytes_per_image": shipped.get("new", 0),
+        "device_bytes_per_image": shipped.get("device", 0),
+    }
+
+
+def concurrent_runs(rounds: int = 2, preset: str = "smoke", overrides: tuple[str, ...] = ()) -> dict:
+    """One run alone vs two at once through the harness (`--jobs 2`), each with the default threads.
+
+    The default gives a lone run every core and splits the cores between concurrent runs, so two at once should
+    each be at most about 2x slower than one alone on a machine with 2 cores (goal <= 2.2x; two processes with
+    every core each were seen 10-50x slower here). Each side is a fresh `python -m benchmark.run` process
+    (start-up included), alternated per round; the pair's time is the harness's wall time, i.e. the slower run's.
+    """
+    import os
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    base = [sys.executable, "-m", "benchmark.run", "--method", "spos", "--preset", preset, "--set", "progress=false"]
+    base += [arg for item in overrides for arg in ("--set", item)]
+    repo = Path(__file__).resolve().parents[1]
+
+    def wall(args: list[str]) -> float:
+        with tempfile.TemporaryDirectory(prefix="perf-concurrent-") as folder:
+            t0 = time.perf_counter()
+            proc = subprocess.run([*base, *args, "--out", folder], cwd=repo, env=env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"benchmark.run failed: {proc.stderr.strip().splitlines()[-1:]}")
+            return time.perf_counter() - t0
+
+    alone, pair = [], []
+    for _ in range(rounds):
+        alone.append(wall(["--seeds", "0"]))
+        pair.append(wall(["--seeds", "0-1", "--jobs", "2"]))
+    ratios = [p / a for p, a in zip(pair, alone)]
+    return {
+        "what": f"spos {preset} runs in fresh processes, {rounds} alternated rounds, {os.cpu_count()} cores",
+        "alone_s": statistics.median(alone),
+        "pair_s": statistics.median(pair),
+        "ratio_each_of_two_over_alone": statistics.median(ratios),
+        "goal": "<= 2.2",
+    }
+
+
 SECTIONS: dict[str, Callable[[bool], dict]] = {
     "supernet_vs_static": lambda quick: supernet_vs_static(rounds=3 if quick else 7),
     "spos_training": lambda quick: spos_training_throughput(steps=8 if quick else 30),
     "ensemble_solver": ensemble_solver,
     "solver_share": lambda quick: solver_share(steps=4 if quick else 10),
     "method_epoch_cost": lambda quick: method_epoch_costs(steps=4 if quick else 12),
+    "concurrent_runs": lambda quick: concurrent_runs(rounds=1 if quick else 3),
+    "data_path": lambda quick: data_path(images=128 if quick else 512, rounds=3 if quick else 5),
 }
 
 

@@ -19,9 +19,10 @@ import sys
 from pathlib import Path
 
 from benchmark import harness
-from benchmark.execute import Task, execute
+from benchmark.execute import Task, execute, explain
 from benchmark.preset import list_presets, load_preset
 from ennas.core import distributed as dist
+from ennas.core import preempt
 from ennas.core.config import ConfigError, parse_overrides
 from ennas.core.resume import check_resumable
 from ennas.data import DataError
@@ -44,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run-dir", type=Path, help="the one planned run's own folder (no plan.json, no report)")
     p.add_argument("--jobs", type=int, help="runs at once (default: one per core, or one per GPU)")
     p.add_argument("--fresh", action="store_true", help="discard the planned runs' folders and start them again")
+    p.add_argument(
+        "--keep-checkpoints", action="store_true", help="keep *_checkpoint.pt when a run completes (default: removed)"
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -69,6 +73,8 @@ def user_overrides(args: argparse.Namespace) -> dict:
         data["dataset"] = args.dataset
     if args.data:
         data["root"] = args.data
+    if args.keep_checkpoints:
+        user["keep_checkpoints"] = "true"
     return user
 
 
@@ -86,9 +92,7 @@ def plan_tasks(args: argparse.Namespace) -> tuple[list[Task], int, Path | None]:
     folders = [args.run_dir] if args.run_dir else [out / r.name for r in runs]
     for folder, cfg in zip(folders, cfgs, strict=True):
         dist.check_device(cfg.device)
-        if args.fresh:
-            harness.discard_run(folder)
-        else:
+        if not args.fresh:
             check_resumable(folder, cfg)  # a folder made with other settings is refused before any work
     pending = sum(harness.run_status(f) != "done" for f in folders)
     jobs = harness.choose_jobs(args.jobs, pending, cfgs[0].device, under_torchrun())
@@ -97,20 +101,38 @@ def plan_tasks(args: argparse.Namespace) -> tuple[list[Task], int, Path | None]:
     return tasks, jobs, out
 
 
+def prepare_folders(tasks: list[Task], out: Path | None, fresh: bool) -> None:
+    """Under torchrun, check that every rank sees what rank 0 writes; then (rank 0 only) discard for --fresh."""
+    dist.check_shared_folder(out or tasks[0].folder)
+    if fresh and dist.is_main():
+        for task in tasks:
+            harness.discard_run(task.folder)
+    dist.barrier()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: bad input becomes one line on stderr and exit status 2; a failed run, exit status 1."""
+    """Entry point: bad input or a failure the user can fix becomes one `error:` line and exit status 2 (a run's
+    unexpected failure: 1); a stop signal saves the state and exits with 128 + the signal number."""
     args = parse_args(argv)
+    preempt.install()
     try:
         tasks, jobs, out = plan_tasks(args)
         if under_torchrun():
             dist.init(dist.pick_device(tasks[0].cfg.device))
-    except (ConfigError, DataError, ValueError, FileNotFoundError) as err:
+        prepare_folders(tasks, out, args.fresh)
+    except (ConfigError, DataError, ValueError, OSError) as err:
         if args.debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {explain(err)}", file=sys.stderr)
+        dist.shutdown()
         return 2
     try:
         return execute(tasks, jobs, Path(args.preset).stem, out, args.debug)
+    except OSError as err:  # plan.json or the report's folder cannot be written
+        if args.debug:
+            raise
+        print(f"error: {explain(err)}", file=sys.stderr)
+        return 2
     finally:
         dist.shutdown()
 

@@ -16,8 +16,12 @@ def one_thread():
 
 
 # The smoke runs every test module may read: the whole pipeline of one method, in this process, made once
-# per session on first use (checkpoints every 2 steps, so a resume test can stop mid-epoch).
-SMOKE_ARGS = ["--space", "s1", "--preset", "smoke", "--set", "supernet.checkpoint_steps=2", "--set", "threads=1"]
+# per session on first use (checkpoints every 2 steps, so a resume test can stop mid-epoch; kept at the end, so
+# a test can take a finished stage's checkpoint away).
+SMOKE_ARGS = [
+    *("--space", "s1", "--preset", "smoke", "--set", "supernet.checkpoint_steps=2", "--set", "threads=1"),
+    "--keep-checkpoints",
+]
 
 
 @pytest.fixture(scope="session")

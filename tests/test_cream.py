@@ -33,7 +33,7 @@ def ctx(tmp_path_factory):
 @pytest.fixture(scope="module")
 def batch(ctx):
     x, y = zip(*(ctx.data.train[i] for i in range(16)))
-    return torch.stack(x), torch.tensor(y)
+    return ctx.data.to_device(torch.stack(x), "cpu"), torch.tensor(y)
 
 
 def filled_board(model, x, archs, dtype=torch.float32):

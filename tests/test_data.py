@@ -47,9 +47,9 @@ def test_fashion_mnist_sizes_and_labels(fmnist):
     assert len(fmnist.search) == round(60_000 * 50_000 / 1_281_167) == 2_342
     assert len(fmnist.train) + len(fmnist.search) == 60_000 and len(fmnist.recal) == 2_048
     x, y = fmnist.test[0]
-    assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and y == 9
-    # Normalised with the dataset's constants: the whole test set has mean ~0, std ~1.
-    xs = torch.stack([fmnist.test[i][0] for i in range(0, 10_000, 10)])
+    assert x.shape == (1, 28, 28) and x.dtype == torch.uint8 and y == 9
+    # Normalised on the device with the dataset's constants: the whole test set has mean ~0, std ~1.
+    xs = fmnist.to_device(torch.stack([fmnist.test[i][0] for i in range(0, 10_000, 10)]), "cpu")
     assert abs(xs.mean()) < 0.05 and abs(xs.std() - 1) < 0.05
 
 
@@ -147,7 +147,7 @@ def test_imagenet_tiny_tree(tmp_path):
     assert (len(data.train), len(data.search), len(data.recal), len(data.test)) == (15, 3, 4, 6)
     for view in (data.train, data.search, data.recal, data.test):
         x, y = view[0]
-        assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and 0 <= y < 3
+        assert x.shape == (3, 32, 32) and x.dtype == torch.uint8 and 0 <= y < 3
     assert data.test.targets.tolist() == [0, 0, 1, 1, 2, 2]
     xs, ys = next(iter(make_loader(data.train, 5, shuffle=True)))
     assert xs.shape == (5, 3, 32, 32) and ys.shape == (5,)
@@ -258,10 +258,17 @@ def test_registry_errors():
         build_data("mnist")
     with pytest.raises(DataError, match="dataset 'synthetic' has no option colour; its options: n_train"):
         build_data("synthetic", colour=True)
-    with pytest.raises(DataError, match="search_size=100 must be in"):
-        build_data("synthetic", n_train=100, search_size=100)
-    with pytest.raises(DataError, match="recal_size=99 must be in"):
-        build_data("synthetic", n_train=100, search_size=10, recal_size=99)
+    with pytest.raises(DataError, match="search_size=-1 must be in"):
+        build_data("synthetic", n_train=100, search_size=-1)
+
+
+def test_split_sizes_meant_for_a_larger_dataset_scale_down_with_a_note(capsys):
+    data = build_data("synthetic", n_train=100, search_size=100, recal_size=99)
+    assert (len(data.search), len(data.train), len(data.recal)) == (25, 75, 75)  # a quarter; recal <= train
+    assert "note: data.search_size 100 is over half of the 100 training images; using 25" in capsys.readouterr().err
+    assert len(build_data("synthetic", n_train=100, search_size=50).search) == 50  # half is meant: kept
+    with pytest.raises(DataError, match="too few for a search split of at least 20 \\(2 per class\\)"):
+        build_data("synthetic", n_train=60, search_size=40)  # 10 classes: a quarter of 60 is under the floor
 
 
 def test_split_indices_stable_and_disjoint():
@@ -372,11 +379,11 @@ def test_synthetic_learnable():
     )
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     for step, (x, y) in enumerate(make_loader(data.train, 64, shuffle=True)):
-        loss = torch.nn.functional.cross_entropy(net(x), y)
+        loss = torch.nn.functional.cross_entropy(net(data.to_device(x, "cpu")), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         if step == 20:
             break
     x, y = next(iter(make_loader(data.test, 512)))
-    assert (net(x).argmax(1) == y).float().mean() > 0.4
+    assert (net(data.to_device(x, "cpu")).argmax(1) == y).float().mean() > 0.4

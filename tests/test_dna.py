@@ -37,7 +37,7 @@ def dna(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def images(dna):
-    return torch.stack([dna.ctx.data.search[i][0] for i in range(6)])
+    return dna.ctx.data.to_device(torch.stack([dna.ctx.data.search[i][0] for i in range(6)]), "cpu")
 
 
 # --- blocks and teacher stages --------------------------------------------------------------------
@@ -113,7 +113,9 @@ def test_layerwise_rating_equals_recalibrating_the_whole_path(dna, images):
     """Sharing prefixes changes nothing: each path's rating equals recalibrating and running it whole."""
     model, i = dna.ctx.supernet, 1
     block = dna.block(model, i)
-    recal_x = [torch.stack([dna.ctx.data.recal[k][0] for k in range(j, j + 8)]) for j in (0, 8)]
+    recal_x = [
+        dna.ctx.data.to_device(torch.stack([dna.ctx.data.recal[k][0] for k in range(j, j + 8)]), "cpu") for j in (0, 8)
+    ]
     recal = [teacher_features(dna.teacher, x, [dna.indices[0]])[0] for x in recal_x]
     inputs, targets = zip(*(block_pairs(dna.teacher, x, dna.block_indices(i)) for x in (images[:3], images[3:])))
     data = (*calibrate(copy.deepcopy(block.entry), recal, list(inputs), "cpu"), list(targets))

@@ -132,7 +132,9 @@ def same_run(a, b) -> None:
 def pair(tmp_path_factory):
     """Two smoke runs (spos, cream; seed 0) under one root, one after another in this process."""
     root = tmp_path_factory.mktemp("pair") / "runs"
-    rc, out, err = cli("--method", "spos,cream", "--seeds", "0", "--out", str(root), "--jobs", "1")
+    rc, out, err = cli(
+        "--method", "spos,cream", "--seeds", "0", "--out", str(root), "--jobs", "1", "--keep-checkpoints"
+    )
     assert rc == 0, err
     return root, out
 
@@ -162,7 +164,7 @@ def test_cli_runs_the_plan_into_folders_with_plan_and_report(pair):
 def test_rerun_skips_finished_runs(pair):
     root, _ = pair
     before = mtimes(root)
-    rc, out, err = cli("--method", "spos,cream", "--out", str(root))
+    rc, out, err = cli("--method", "spos,cream", "--out", str(root), "--keep-checkpoints")  # the module's runs
     assert rc == 0, err
     assert out.startswith("plan: 2 runs of preset smoke: 2 done, 0 partial, 0 todo; 1 job(s) x 1 thread(s); nothing")
     assert "top-1" not in out and out.count(" earlier ") == 2, "nothing ran again"
@@ -177,7 +179,7 @@ def test_a_failed_run_leaves_error_json_and_the_others_go_on(copy):
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])  # ...which is truncated
     spos_final = (copy / "spos-s1-seed0" / "final.json").read_text()
     rc, out, err = cli("--method", "spos,cream", "--out", str(copy))
-    assert rc == 1
+    assert rc == 2  # a failure the user can fix (the line says how)
     error = read_json(cream / "error.json")
     assert str(checkpoint) in error["error"] and "\n" not in error["error"]
     assert error["type"] == "CheckpointError" and error["time"]

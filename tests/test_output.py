@@ -49,3 +49,14 @@ def test_threads_are_split_between_the_processes_on_the_machine(monkeypatch):
     assert harness.worker_threads(2) == 4
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun's ranks on this machine
     assert harness.worker_threads(1) == 2 and harness.worker_threads(16) == 1
+
+
+def test_long_stages_print_plain_progress_lines_without_a_terminal(capsys):
+    from ennas.core.progress import Ticker
+
+    ticker = Ticker("spos search: candidates scored", total=4, every_s=0.0)
+    lines = [ticker.tick() for _ in range(4)]
+    assert lines[0].startswith("[spos search: candidates scored] 1/4 done,") and "eta" in lines[0]
+    assert capsys.readouterr().err.count("\n") == 4  # one plain line each, no carriage-return frames
+    quiet = Ticker("x", every_s=3600.0)
+    assert quiet.tick() is None

@@ -1,12 +1,14 @@
-"""benchmark.perf's method cost section: every method's real loops run, and DNA's figures add up as documented."""
+"""benchmark.perf's method cost and data path sections: every method's real loops run, DNA's figures add up as
+documented, and both ImageNet loaders decode a generated JPEG folder."""
 
 import math
+import time
 
 import pytest
 from helpers import preset_config
 
+from benchmark.perf import data_path, method_epoch_costs
 from benchmark.perf import main as perf_main
-from benchmark.perf import method_epoch_costs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -32,3 +34,32 @@ def test_method_epoch_costs_cover_every_loop_and_add_up_to_the_stage():
 def test_unknown_section_is_one_line_error(capsys):
     assert perf_main(["no_such_section"]) == 2
     assert capsys.readouterr().err.startswith("error: unknown section(s) no_such_section")
+
+
+def test_data_path_measures_old_and_new_loader_side_by_side():
+    out = data_path(images=8, resolution=16, batch=4, workers=1, rounds=1)
+    assert out["old_img_s"] > 0 and out["new_img_s"] > 0 and out["speedup_new_over_old"] > 0
+    assert out["old_bytes_per_image"] == 4 * out["new_bytes_per_image"] == 4 * 3 * 16 * 16  # float32 vs uint8
+
+
+def test_concurrent_runs_time_one_alone_and_two_at_once_with_the_default_threads(monkeypatch):
+    import subprocess
+
+    from benchmark import perf
+
+    calls = []
+
+    def fake_run(cmd, **kwargs):  # the real runs take minutes; what is run, and how it is timed, is checked here
+        calls.append((cmd, kwargs["env"]))
+        time.sleep(0.02 * (2 if "--jobs" in cmd else 1))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    found = perf.concurrent_runs(rounds=2, overrides=("supernet.epochs=1",))
+    assert len(calls) == 4
+    alone, pair = calls[0][0], calls[1][0]
+    assert alone[alone.index("--seeds") + 1] == "0" and "--jobs" not in alone
+    assert pair[pair.index("--seeds") + 1] == "0-1" and pair[pair.index("--jobs") + 1] == "2"
+    assert "supernet.epochs=1" in alone and all("OMP_NUM_THREADS" not in env for _, env in calls)  # the defaults
+    assert 1.5 < found["ratio_each_of_two_over_alone"] < 3.0 and found["goal"] == "<= 2.2"

@@ -129,8 +129,8 @@ def test_no_half_written_files_after_a_kill(tmp_path):
         (["--set", "supernet.nope=1"], "unknown setting 'supernet.nope'", 2),
         (["--set", "supernet.epochs=two"], "supernet.epochs", 2),
         # Found when the run starts: a failed run (error.json, exit status 1), with the same one line.
-        (["--dataset", "imagenet", "--data", "/nonexistent/imagenet"], "/nonexistent/imagenet", 1),
-        (["--set", "search.flops_budget=1000"], "below the cheapest architecture", 1),
+        (["--dataset", "imagenet", "--data", "/nonexistent/imagenet"], "/nonexistent/imagenet", 2),
+        (["--set", "search.flops_budget=1000"], "below the cheapest architecture", 2),
     ],
 )
 def test_bad_input_gives_one_line_error(tmp_path, args, message, status):
@@ -149,7 +149,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path):
     proc = run_cli(
         [*SMOKE, "--run-dir", str(out), "--set", "supernet.lr=1e30", "--set", "supernet.epochs=3"], check=False
     )
-    assert proc.returncode == 1  # a failed run, recorded in its folder
+    assert proc.returncode == 2  # a failed run the user can fix, recorded in its folder
     assert "loss became" in proc.stderr and "last good checkpoint" in proc.stderr
     assert "loss became" in read_json(out / "error.json")["error"]
     assert not (out / "final.json").exists()

@@ -70,7 +70,8 @@ def test_probe_images_split_into_fit_and_score_parts_of_the_search_split(tmp_pat
     assert len(fit) == 50 and len(score) == 50
     search_labels = torch.tensor([ctx.data.search[i][1] for i in range(100)])
     assert torch.equal(torch.cat([fit, score]), search_labels)
-    assert torch.equal(probe.score[0][0][0], ctx.data.search[50][0])  # the score part starts after the fit part
+    first = next(iter(probe.score))[0][0]  # the score part starts after the fit part, normalised on the device
+    assert torch.equal(first, ctx.data.to_device(ctx.data.search[50][0], "cpu"))
     cfg = preset_config("smoke", {"distill": {"probe_images": 100, "probe_fit_images": 20}}, method="ennas")
     probe = RunContext(cfg, tmp_path, torch.device("cpu")).probe_images
     assert len(probe_labels(probe.fit)) == 20 and len(probe_labels(probe.score)) == 80

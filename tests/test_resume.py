@@ -45,7 +45,7 @@ def test_unchanged_or_free_settings_resume_and_return_the_stored_result(done_run
 
 def test_a_partial_run_with_other_settings_is_refused_too(done_run, capsys):
     for name in ("final.json", "retrained.pt", "retrain_checkpoint.pt"):
-        (done_run / name).unlink()
+        (done_run / name).unlink(missing_ok=True)  # retrain_checkpoint.pt: removed when the run completed
     cfg = read_json(done_run / "config.json")
     cfg["retrain"]["epochs"] = 1  # as if it had been started with --set retrain.epochs=1
     write_json(done_run / "config.json", cfg)
@@ -65,3 +65,21 @@ def test_fresh_discards_the_folder_and_runs_again(done_run, tmp_path, capsys):
     (foreign / "mine.txt").write_text("not a run")
     assert run_main([*SMOKE, "--run-dir", str(foreign), "--fresh"]) == 2
     assert "not a run folder; not removed" in capsys.readouterr().err and (foreign / "mine.txt").exists()
+
+
+def test_a_setting_added_after_the_run_was_made_counts_as_its_default():
+    stored = {"seed": 0, "supernet": {"lr": 0.1}}  # made before supernet.accumulate and amp existed
+    assert differences(stored, {"seed": 0, "supernet": {"lr": 0.1, "accumulate": 1}, "amp": "auto"}) == []
+    found = differences(stored, {"seed": 0, "supernet": {"lr": 0.1, "accumulate": 2}})
+    assert found == [("supernet.accumulate", 1, 2)]
+
+
+def test_checkpoints_are_removed_when_a_run_completes_unless_kept(done_run, capsys):
+    kept = sorted(p.name for p in done_run.glob("*_checkpoint.pt"))  # the fixture's run keeps them
+    assert kept == ["retrain_checkpoint.pt", "supernet_checkpoint.pt"]
+    final = read_json(done_run / "final.json")
+    assert run_main([*SMOKE, "--set", "threads=1", "--keep-checkpoints", "--run-dir", str(done_run)]) == 0
+    assert sorted(p.name for p in done_run.glob("*_checkpoint.pt")) == kept
+    assert run_main([*SMOKE, "--set", "threads=1", "--run-dir", str(done_run)]) == 0  # keeping them changes no result
+    assert not list(done_run.glob("*_checkpoint.pt")) and (done_run / "supernet.pt").exists()
+    assert read_json(done_run / "final.json") == final

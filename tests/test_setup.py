@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parent.parent
-FIRST_PARTY = {"spaces", "ennas", "baselines", "benchmark", "helpers", "conftest"}
+FIRST_PARTY = {"spaces", "ennas", "baselines", "benchmark"} | {p.stem for p in (REPO / "tests").glob("*.py")}
 NOT_FROZEN = {"pip", "setuptools", "wheel"}  # pip freeze leaves these out, so the lock does too
 DATASET = "/usr/share/datasets/fashion-mnist"
 IDX_FILES = [f"{s}-{k}-ubyte.gz" for s in ("train", "t10k") for k in ("images-idx3", "labels-idx1")]

@@ -138,7 +138,7 @@ class Cream(SPOS):
         """CE before the KD start or with an empty board; else (v·KD + (2 − v)·CE)/2 from the matched board path."""
         x, y, student, k, opts = step.x, step.y, step.paths[0], self.opts.slice, self.opts
         kd_on = step.epoch >= self.ctx.cfg.distill.start_epoch and bool(self.board)
-        if kd_on and step.index > 0 and step.index % opts.meta_interval == 0:
+        if kd_on and step.micro == 0 and step.index > 0 and step.index % opts.meta_interval == 0:
             # the step's lr is the supernet's current one (its linear schedule), for the simulated step
             self.meta_update(model, x, y, student, step.lr)
         logits = model(x, student)
@@ -163,6 +163,10 @@ class Cream(SPOS):
         """Step the meta layer on the main loss's gradient (pick "meta"); offer the trained path to the board,
         scored by its top-1 on the whole (all-rank) batch."""
         if any(p.grad is not None for p in self.meta.parameters()):
+            if step.grad_scale != 1.0:  # fp16: the loop's scaler unscaled only the supernet optimiser's gradients
+                for p in self.meta.parameters():
+                    if p.grad is not None:
+                        p.grad.div_(step.grad_scale)
             self.step_meta(step.lr)
         pending, self._pending = self._pending, None
         if step.epoch < self.ctx.cfg.distill.start_epoch or pending is None:

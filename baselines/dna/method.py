@@ -157,6 +157,7 @@ class DNA(Method):
             fraction=self.epoch_fraction(),
             max_steps_per_epoch=cfg.max_steps_per_epoch,
             checkpoint_steps=cfg.checkpoint_steps,
+            accumulate=cfg.accumulate,
         )
 
         def schedule(optimizer, per_epoch: int):

@@ -13,6 +13,7 @@ from baselines.dna.blocks import DNABlock
 from ennas.core import distributed as dist
 from ennas.core.evaluate import recalibrate_bn
 from ennas.core.io import read_jsonl, write_jsonl
+from ennas.core.progress import Ticker
 from spaces.arch import encode
 from spaces.supernet import SuperNet
 
@@ -28,23 +29,32 @@ def calibrate(module: nn.Module, recal: list[torch.Tensor], inputs: list[torch.T
     """Recalibrate `module`'s BN on `recal`; return its train-mode outputs there and its eval outputs on `inputs`.
 
     The train-mode outputs are what the next layer sees while it is recalibrated, so recalibrating a path
-    layer by layer gives the statistics of recalibrating the whole path at once.
+    layer by layer gives the statistics of recalibrating the whole path at once. The inputs come from the run's
+    fixed batches, whole on every rank, so nothing is averaged across ranks.
     """
     recal_out: list[torch.Tensor] = []
-    recalibrate_bn(module, [(h, None) for h in recal], forward=lambda h: recal_out.append(module(h)), device=device)
+    recalibrate_bn(
+        module,
+        [(h, None) for h in recal],
+        forward=lambda h: recal_out.append(module(h)),
+        device=device,
+        over_ranks=False,
+    )
     module.eval()
     return recal_out, [module(h) for h in inputs]
 
 
 @torch.no_grad()
 def feature_rating(outputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], device) -> dict[str, float]:
-    """DNA's rating: mean|student - teacher| / std(teacher) per batch, image-weighted, over all ranks (and the MSE)."""
+    """DNA's rating: mean|student - teacher| / std(teacher) per batch, image-weighted (and the MSE).
+
+    The batches are the run's fixed search batches, whole on every rank, so no rank needs another's sums.
+    """
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # rating sum, MSE sum, images
     for out, target in zip(outputs, targets, strict=True):
         diff, n = out - target, float(len(out))
         rating = diff.abs().mean() / target.std().clamp_min(1e-12)
         totals += torch.stack([rating.double() * n, diff.pow(2).mean().double() * n, totals.new_tensor(n)])
-    totals = dist.all_sum(totals)
     return {"rating": (totals[0] / totals[2]).item(), "mse": (totals[1] / totals[2]).item()}
 
 
@@ -88,7 +98,9 @@ class RatingLog:
         if todo:
             if i not in self.data:
                 self.data[i] = self.dna.block_data(model, i)
+            ticker = Ticker(f"dna ratings of block {i}", len(todo), enabled=self.ctx.cfg.progress)
             for path, result in rate_block(self.dna.block(model, i), todo, self.data[i], self.ctx.device):
+                ticker.tick()
                 self.cache[(i, encode(path))] = result["rating"]
                 a, b = self.dna.ranges[i]
                 macs = self.dna.path_macs(i, path)

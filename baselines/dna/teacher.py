@@ -202,7 +202,7 @@ def search_accuracy(ctx: RunContext, teacher: nn.Module) -> float:
     """The teacher's top-1 (%) on the fixed search-split batches (the test set is for final evaluation only)."""
     was_training = teacher.training
     teacher.eval()
-    top1 = evaluate(teacher, ctx.search_batches, ctx.device)["top1"]
+    top1 = evaluate(teacher, ctx.search_batches, ctx.device, over_ranks=False)["top1"]  # whole on every rank
     teacher.train(was_training)
     return top1
 

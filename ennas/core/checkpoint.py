@@ -15,6 +15,7 @@ import torch
 
 from ennas.core import distributed as dist
 from ennas.core.io import load_torch, save_torch
+from ennas.core.resume import differences
 
 if TYPE_CHECKING:
     from ennas.core.context import RunContext
@@ -41,6 +42,9 @@ def set_rng_state(state: dict) -> None:
 def save(ctx: RunContext, loop: Loop, epoch: int, step: int, sums: dict) -> None:
     """Atomically save everything needed to continue at (epoch, step); rank 0 writes, after ranks agree on BN."""
     dist.average_buffers(loop.model)
+    for obj in loop.extra_state.values():  # an EMA copy keeps BN statistics of its own rank's shards
+        if isinstance(obj, torch.nn.Module):
+            dist.average_buffers(obj)
     if not dist.is_main():
         return
     state = {
@@ -54,12 +58,23 @@ def save(ctx: RunContext, loop: Loop, epoch: int, step: int, sums: dict) -> None
         "policy": loop.policy.state_dict(),
         "extra": {k: v.state_dict() for k, v in loop.extra_state.items()},
         "rng": rng_state(),
+        "scaler": loop.scaler.state_dict() if loop.scaler is not None and loop.scaler.is_enabled() else None,
     }
-    save_torch(ctx.file(f"{loop.name}_checkpoint.pt"), state)
+    path = ctx.file(f"{loop.name}_checkpoint.pt")
+    try:
+        save_torch(path, state)
+    except OSError as err:  # full disk, read-only or removed folder: the write went to a temp file, now gone
+        reason = err.strerror or type(err).__name__
+        kept = "the previous checkpoint is kept" if path.exists() else "there is no earlier checkpoint"
+        raise CheckpointError(
+            f"cannot write checkpoint {path} ({reason}); {kept}; free space or make {path.parent} writable, "
+            "then rerun the same command to resume"
+        ) from None
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that exists but cannot be read (truncated, corrupt, from another program)."""
+    """A checkpoint that cannot be written (full disk, read-only folder) or read (truncated, corrupt, from
+    another program), or that belongs to other settings."""
 
 
 def load(ctx: RunContext, loop: Loop) -> tuple[int, int, dict]:
@@ -70,7 +85,7 @@ def load(ctx: RunContext, loop: Loop) -> tuple[int, int, dict]:
     fault, so an unreadable checkpoint stops the run with one line naming the file.
     """
     path = ctx.file(f"{loop.name}_checkpoint.pt")
-    if not path.exists():
+    if not dist.broadcast_object(path.exists()):  # rank 0 decides; every rank then reads the same file
         return 0, 0, {}
     try:
         state = load_torch(path, ctx.device)
@@ -79,11 +94,18 @@ def load(ctx: RunContext, loop: Loop) -> tuple[int, int, dict]:
         raise CheckpointError(
             f"checkpoint {path} cannot be read ({first}); delete it to rerun the {loop.name} stage from its start"
         ) from None
+    stored = state.get("config") if isinstance(state, dict) else None
+    diffs = differences(stored, ctx.cfg.to_dict()) if stored is not None else []
+    if diffs:  # config.json is checked first; this guards a checkpoint copied or left from another run
+        named = "; ".join(f"{k} {a!r} there, {b!r} now" for k, a, b in diffs[:4])
+        raise CheckpointError(f"checkpoint {path} was written under other settings ({named}); delete it or rerun them")
     loop.model.load_state_dict(state["model"])
     loop.optimizer.load_state_dict(state["optimizer"])
     loop.scheduler.load_state_dict(state["scheduler"])
     loop.policy.load_state_dict(state["policy"])
     for k, v in loop.extra_state.items():
         v.load_state_dict(state["extra"][k])
+    if state.get("scaler") and loop.scaler is not None:
+        loop.scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
     return state["epoch"], state["step"], state["sums"]

@@ -42,6 +42,25 @@ class DataConfig:
     recal_size: int | None = None
     num_workers: int = 0
     options: dict = field(default_factory=dict)  # extra dataset builder options (e.g. synthetic sizes)
+    # fixed recalibration / search batches (uint8) up to this size stay in host memory; larger ones are cached in
+    # the run folder (fixed/*.npy) and memory-mapped
+    host_cache_gib: float = 2.0
+    # where training images are decoded and augmented: "cpu" (loader workers, PIL) or "device" (ImageNet only:
+    # workers ship file bytes, decode_jpeg and tensor augmentation run on the device; other draws, another run)
+    decode: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.decode not in ("cpu", "device"):
+            raise ValueError(f"decode must be cpu or device, got {self.decode!r}")
+        if self.decode == "device" and self.dataset != "imagenet":
+            raise ValueError(
+                f"decode=device decodes ImageNet's JPEG files on the device; dataset {self.dataset!r} has no such "
+                "path (set data.decode=cpu)"
+            )
+        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ValueError(f"num_workers must be a whole number >= 0, got {self.num_workers!r}")
+        if not self.host_cache_gib >= 0:
+            raise ValueError(f"host_cache_gib must be >= 0 (GiB of host memory), got {self.host_cache_gib!r}")
 
 
 @dataclass(frozen=True)
@@ -62,6 +81,9 @@ class SupernetConfig:
     # training-set fraction per epoch of a one-path-per-step method; one training m paths per step sees 1/m of it
     # (EnNAS, the paper's fair-cost rule: Method.paths_per_step); below 1, each epoch draws its own random part
     fraction: float = 1.0
+    # micro-batches per optimiser step: each rank runs batch_size / (world size x accumulate) images at a time and
+    # sums their gradients, so the global batch (and the update) is the same on 1 or 8 GPUs
+    accumulate: int = 1
     # 0-based epochs after which the weights are kept as snapshots/supernet_epoch{E}.pt (ranking fidelity over
     # training, benchmark.fidelity); () for none
     snapshot_epochs: tuple[int, ...] = ()
@@ -107,6 +129,7 @@ class RetrainConfig:
     label_smoothing: float = 0.1
     dropout: float = 0.2
     max_steps_per_epoch: int = 0
+    accumulate: int = 1  # micro-batches per optimiser step (as supernet.accumulate)
 
 
 @dataclass(frozen=True)
@@ -121,6 +144,10 @@ class RunConfig:
     channels_last: bool = True
     threads: int = 0  # torch CPU threads; 0: torch's default
     progress: bool = True
+    # mixed precision of training and scoring: auto (bf16 on a GPU that supports it, else off), bf16, fp16 (with a
+    # gradient scaler; GPU only) or off (fp32). The ensemble solve always runs in float64.
+    amp: str = "auto"
+    keep_checkpoints: bool = False  # keep the *_checkpoint.pt files when a run completes (removed by default)
     data: DataConfig = field(default_factory=DataConfig)
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
@@ -178,6 +205,16 @@ def _coerce(value: Any, example: Any, key: str) -> Any:
     return value
 
 
+def _json_or_text(value: Any) -> Any:
+    """An override string as the JSON value it spells (`32` -> 32, `true` -> True), else the string itself."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
 def _apply(obj: Any, updates: dict, prefix: str = "") -> Any:
     """A copy of dataclass `obj` with nested `updates` applied; unknown keys fail with the known ones."""
     known = {f.name: f for f in fields(obj) if f.name != "sections"}
@@ -200,8 +237,10 @@ def _apply(obj: Any, updates: dict, prefix: str = "") -> Any:
                     f"setting {path!r} is a section; set one of its keys, e.g. {path}.{fields(current)[0].name}"
                 )
             changes[key] = _apply(current, value, f"{path}.")
-        elif key == "options":
-            changes[key] = {**current, **value} if isinstance(value, dict) else value
+        elif key == "options":  # a dataset builder's own options: --set strings read as JSON where they parse
+            changes[key] = (
+                {**current, **{k: _json_or_text(v) for k, v in value.items()}} if isinstance(value, dict) else value
+            )
         else:
             changes[key] = _coerce(value, current, path)
     if sections is not None:
@@ -258,6 +297,9 @@ def validate(cfg: RunConfig) -> None:
         (cfg.retrain.epochs >= 0, "retrain.epochs must be >= 0"),
         (cfg.retrain.optimizer in ("rmsproptf", "sgd"), "retrain.optimizer must be rmsproptf or sgd"),
         (cfg.device in ("auto", "cpu", "cuda"), "device must be auto, cpu or cuda"),
+        (cfg.amp in ("auto", "bf16", "fp16", "off"), f"amp must be auto, bf16, fp16 or off, got {cfg.amp!r}"),
+        (cfg.supernet.accumulate >= 1, "supernet.accumulate must be >= 1"),
+        (cfg.retrain.accumulate >= 1, "retrain.accumulate must be >= 1"),
     ]
     band = cfg.supernet.flops_band
     if band is not None:

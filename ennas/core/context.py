@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 
 from ennas.core import distributed as dist
 from ennas.core.config import RunConfig
-from ennas.core.evaluate import materialize
 from ennas.core.probe import ProbeImages
-from ennas.data import DataBundle, EpochSampler, build_data, make_loader
+from ennas.data import DataBundle, DeviceBatches, EpochSampler, FixedBatches, build_data, make_loader
+from ennas.data.fixed import draw
 from ennas.seeding import seed_torch, stream_seed
 from spaces.flops import FlopsTable, flops_table
 from spaces.registry import SpaceSpec, get_space
@@ -43,6 +43,8 @@ class RunContext:
     data: DataBundle = field(init=False)
     table: FlopsTable = field(init=False)
     started: float = field(default_factory=time.time)
+    # the training loop's EpochLoader (persistent workers), kept across its epochs by ennas.core.loop.epoch_loader
+    loaders: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         cfg = self.cfg
@@ -76,35 +78,61 @@ class RunContext:
         return self.cfg.search.flops_budget or default_budget(self.space, self.table)
 
     def shard_loader(self, dataset, batch_size: int, limit: int | None = None, seed_key: str = "search"):
-        """A fixed, unshuffled loader over this rank's shard of the first `limit` items of `dataset`."""
+        """A fixed, unshuffled loader over this rank's shard of the first `limit` items, normalised on the device."""
+        return DeviceBatches(self._loader(dataset, batch_size, self._shard(dataset, limit), seed_key), *self._device)
+
+    def _shard(self, dataset: Dataset, limit: int | None) -> list[int]:
         n = len(dataset) if limit is None else min(limit, len(dataset))
-        sampler = EpochSampler(n, seed=self.cfg.seed, shuffle=False, rank=dist.rank(), world_size=dist.world_size())
-        return make_loader(
-            dataset,
-            batch_size,
-            sampler=list(sampler),
-            seed=stream_seed(self.cfg.seed, seed_key),
-            num_workers=self.cfg.data.num_workers,
-        )
+        return list(EpochSampler(n, seed=self.cfg.seed, shuffle=False, rank=dist.rank(), world_size=dist.world_size()))
+
+    def _loader(self, dataset: Dataset, batch_size: int, indices: list[int], seed_key: str = "search"):
+        # Rank 0's worker seeds on every rank: where ranks load the same items they draw the same augmentation.
+        seed = stream_seed(self.cfg.seed, seed_key)
+        return make_loader(dataset, batch_size, sampler=indices, seed=seed, num_workers=self.cfg.data.num_workers)
+
+    @property
+    def _device(self) -> tuple:
+        return self.data.normalize, self.device
+
+    def fixed_batches(self, name: str, dataset: Dataset, batch_size: int, n: int) -> DeviceBatches:
+        """The first n items of `dataset` in batches, drawn once and identical on every rank (not sharded).
+
+        Held as uint8 in host memory up to `data.host_cache_gib`, else drawn by rank 0 into fixed/NAME.*.npy in
+        the run folder and memory-mapped by every rank, so a candidate's recalibration and score do not depend
+        on the world size.
+        """
+        n = min(n, len(dataset))
+        size = n * self.data.in_chans * self.data.resolution**2
+        if size <= self.cfg.data.host_cache_gib * 2**30:
+            batches = draw(self._loader(dataset, batch_size, list(range(n))), n, batch_size)
+        else:
+            path = self.file(f"fixed/{name}")
+            if dist.is_main():
+                draw(self._loader(dataset, batch_size, list(range(n))), n, batch_size, path)
+            dist.barrier()
+            batches = FixedBatches.open(path, batch_size)
+        return DeviceBatches(batches, *self._device)
 
     @functools.cached_property
-    def search_batches(self):
-        """The fixed subset of the search split that scores every candidate (held in memory when small)."""
+    def search_batches(self) -> DeviceBatches:
+        """The fixed subset of the search split that scores every candidate, the whole of it on every rank."""
         s = self.cfg.search
-        return materialize(self.shard_loader(self.data.search, s.eval_batch_size, s.eval_images))
+        return self.fixed_batches("search", self.data.search, s.eval_batch_size, s.eval_images)
 
     @functools.cached_property
-    def recal_batches(self):
+    def recal_batches(self) -> DeviceBatches:
         """The fixed BN-recalibration batches (one seeded draw of augmentation, reused for every candidate).
 
-        The augmentation draws from torch's global RNG: it is forked, so drawing these batches changes no
-        other stage's draws whenever they happen to be first needed.
+        The same `search.recal_batches` batches on every rank, whatever the world size. The augmentation draws
+        from torch's global RNG (num_workers = 0): it is forked, so drawing these batches changes no other
+        stage's draws whenever they happen to be first needed.
         """
         s = self.cfg.search
-        limit = s.recal_batches * s.recal_batch_size * dist.world_size()
         with torch.random.fork_rng(devices=[]):
             seed_torch(self.cfg.seed, "search", 1)
-            return materialize(self.shard_loader(self.data.recal, s.recal_batch_size, limit, "search"))
+            return self.fixed_batches(
+                "recal", self.data.recal, s.recal_batch_size, s.recal_batches * s.recal_batch_size
+            )
 
     @functools.cached_property
     def probe_images(self) -> ProbeImages:
@@ -114,12 +142,11 @@ class RunContext:
         d, batch = self.cfg.distill, self.cfg.search.eval_batch_size
         n = min(d.probe_images, len(self.data.search))
         fit = n // 2 if d.probe_fit_images is None else min(d.probe_fit_images, n - 1)
-        search_seed = stream_seed(self.cfg.seed, "search")
-        fit_loader = make_loader(
-            Subset(self.data.search, range(fit)), batch, sampler=list(range(fit)), seed=search_seed
-        )
-        score = self.shard_loader(Subset(self.data.search, range(fit, n)), batch)
-        return ProbeImages(materialize(fit_loader), materialize(score))
+        fit_images = self.fixed_batches("probe_fit", Subset(self.data.search, range(fit)), batch, fit)
+        part = Subset(self.data.search, range(fit, n))
+        shard = self._shard(part, None)
+        score = draw(self._loader(part, batch, shard), len(shard), batch)
+        return ProbeImages(fit_images, DeviceBatches(score, *self._device))
 
     def file(self, name: str) -> Path:
         """A path inside the run's output folder."""

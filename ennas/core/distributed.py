@@ -9,7 +9,11 @@ identical paths, so they hold gradients for the same parameters in the same orde
 from __future__ import annotations
 
 import os
+import socket
+import time
+import uuid
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -48,6 +52,9 @@ def pick_device(requested: str = "auto") -> torch.device:
         return torch.device("cpu")
     local = int(os.environ.get("LOCAL_RANK", 0))
     torch.cuda.set_device(local)
+    # Input shapes are fixed per stage, so cuDNN's autotuner pays once per shape; it picks kernels by timing,
+    # which makes GPU runs nondeterministic (README, Determinism).
+    torch.backends.cudnn.benchmark = True
     return torch.device("cuda", local)
 
 
@@ -118,3 +125,61 @@ def broadcast_object(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def check_shared_folder(folder: Path, wait_s: float = 10.0) -> None:
+    """A one-line ConfigError on every rank unless every rank reads in `folder` what rank 0 wrote there.
+
+    Rank 0 alone writes results and checkpoints, and every rank resumes from them, so a multi-node run needs
+    `folder` on a filesystem all nodes share; without one, rank 0 would resume while the others start over and
+    the collectives hang. Each rank waits up to `wait_s` for the file (network filesystems cache lookups).
+    """
+    if not dist.is_initialized():
+        return
+    token = broadcast_object(uuid.uuid4().hex)
+    probe = Path(folder) / f".shared_check_{token[:8]}"
+    if is_main():
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_text(token)
+    barrier()
+    deadline, seen = time.time() + wait_s, False
+    while not seen:
+        try:
+            seen = probe.read_text() == token
+        except OSError:
+            seen = False
+        if seen or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    missing = all_sum(torch.tensor([0.0 if seen else 1.0]))
+    barrier()
+    if is_main():
+        probe.unlink(missing_ok=True)
+    if missing.item():
+        raise ConfigError(
+            f"{int(missing.item())} of {world_size()} rank(s) (this is rank {rank()} on {socket.gethostname()}) cannot "
+            f"read {probe.parent} as rank 0 writes it: a multi-node run needs --out (or --run-dir) on a filesystem "
+            "every node mounts at the same path"
+        )
+
+
+def all_gather_object(obj) -> list:
+    """Every rank's Python object, in rank order, on every rank (a one-element list at world size one)."""
+    if not dist.is_initialized():
+        return [obj]
+    gathered = [None] * world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def map_over_ranks(fn, items: list) -> list:
+    """[fn(item) for item in items], item i computed on rank i mod world size, the results on every rank.
+
+    For work whose result does not depend on where it runs (scoring a candidate on the fixed batches every
+    rank holds): each rank does 1/world_size of it, and at world size one this is the plain loop.
+    """
+    mine = [fn(item) for item in items[rank() :: world_size()]]
+    if world_size() == 1:
+        return mine
+    parts = all_gather_object(mine)
+    return [parts[i % world_size()][i // world_size()] for i in range(len(items))]

@@ -1,9 +1,10 @@
 """Evaluation shared by every stage: BN recalibration, top-k accuracy, scoring a path of the supernet.
 
 One recalibration policy for all methods (SPOS's): reset the BN statistics of the extracted network and
-re-estimate them on the fixed recalibration batches, then score on the fixed search batches. Under
-torchrun each rank recalibrates and evaluates its shard and the statistics and counts are averaged,
-so every rank gets the same score.
+re-estimate them on the fixed recalibration batches, then score on the fixed search batches. Those batches
+are the same whole set on every rank, so under torchrun each rank scores whole candidates of its own
+(`over_ranks=False`: no collective) and a candidate's score does not depend on the world size; evaluation
+on sharded batches (the test set) sums its counts over ranks.
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ def recalibrate_bn(
     batches: int | None = None,
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
     device: torch.device | str = "cpu",
+    over_ranks: bool = True,
 ) -> None:
     """Reset BN statistics and re-estimate them as a cumulative average over `batches` training batches.
 
     A cumulative average (momentum None) weighs every batch equally, unlike SPOS's momentum 0.1 whose
-    result depends mostly on the last few batches. Across ranks the estimates are averaged.
+    result depends mostly on the last few batches. With `over_ranks` (each rank holds a shard of the
+    batches) the estimates are averaged across ranks.
     """
     layers = bn_layers(model)
     saved = [(m.momentum, m.training) for m in layers]
@@ -51,7 +54,8 @@ def recalibrate_bn(
     for m, (momentum, training) in zip(layers, saved):
         m.momentum = momentum
         m.train(training)
-    dist.average_tensors([t for m in layers for t in (m.running_mean, m.running_var)])
+    if over_ranks:
+        dist.average_tensors([t for m in layers for t in (m.running_mean, m.running_var)])
 
 
 @contextlib.contextmanager
@@ -81,9 +85,12 @@ def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...
 
 @torch.no_grad()
 def evaluate(
-    forward: Callable[[torch.Tensor], torch.Tensor], batches: Batches, device: torch.device | str = "cpu"
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    batches: Batches,
+    device: torch.device | str = "cpu",
+    over_ranks: bool = True,
 ) -> dict[str, float]:
-    """Top-1 / top-5 accuracy (%) and loss of `forward` on `batches`, summed over ranks."""
+    """Top-1 / top-5 accuracy (%) and loss of `forward` on `batches`, summed over ranks if `over_ranks`."""
     totals = torch.zeros(4, dtype=torch.float64)  # top1, top5, loss sum, count
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -91,7 +98,8 @@ def evaluate(
         c1, c5 = topk_correct(logits, y)
         loss = nn.functional.cross_entropy(logits, y, reduction="sum").item()
         totals += torch.tensor([c1, c5, loss, len(y)], dtype=torch.float64)
-    totals = dist.all_sum(totals.to(device)).cpu()
+    if over_ranks:
+        totals = dist.all_sum(totals.to(device)).cpu()
     n = max(totals[3].item(), 1.0)
     return {"top1": 100 * totals[0].item() / n, "top5": 100 * totals[1].item() / n, "loss": totals[2].item() / n}
 
@@ -106,20 +114,10 @@ def score_path(
 ) -> float:
     """Top-1 (%) of a path on the search batches after recalibrating BN on its own extracted copy.
 
-    Working on a copy leaves the supernet's own statistics untouched, so scoring has no side effects.
+    Working on a copy leaves the supernet's own statistics untouched, so scoring has no side effects. The
+    batches are whole on this rank (the run's fixed batches), so nothing is exchanged with other ranks.
     """
     net = supernet.extract(arch).to(device)
-    recalibrate_bn(net, recal, recal_batches, device=device)
+    recalibrate_bn(net, recal, recal_batches, device=device, over_ranks=False)
     net.eval()
-    return evaluate(net, search, device)["top1"]
-
-
-def materialize(loader: Iterable, limit_bytes: int = 2 << 30) -> list | Iterable:
-    """Hold a small fixed set of batches in memory (same augmentation for every candidate), else stream it."""
-    batches, size = [], 0
-    for x, y in loader:
-        size += x.element_size() * x.numel()
-        if size > limit_bytes:
-            return loader
-        batches.append((x, y))
-    return batches
+    return evaluate(net, search, device, over_ranks=False)["top1"]

@@ -1,8 +1,10 @@
 """The shared search stage: SPOS evolution (and random search) over supernet paths, scored and logged alike.
 
 Every candidate is scored by `ennas.core.evaluate.score_path` on the run's fixed recalibration and search
-batches; every newly scored one is appended to a JSON-lines log (`search.jsonl`, `random_search.jsonl`)
-whose records also seed the score cache of a resumed search, so the search replays exactly.
+batches, which every rank holds whole: under torchrun the ranks score different candidates (one each at a
+time) and exchange the scores, so a candidate's score is the same on any number of GPUs. Every newly scored
+one is appended to a JSON-lines log (`search.jsonl`, `random_search.jsonl`) whose records also seed the score
+cache of a resumed search, so the search replays exactly.
 """
 
 from __future__ import annotations
@@ -14,10 +16,19 @@ import numpy as np
 from torch import nn
 
 from ennas.core import distributed as dist
+from ennas.core import preempt
 from ennas.core.context import RunContext
 from ennas.core.evaluate import score_path
 from ennas.core.io import read_jsonl, write_jsonl
-from ennas.core.search import SearchResult, cache_from_records, check_budget, evolution_search, random_search
+from ennas.core.progress import Ticker
+from ennas.core.search import (
+    BatchScorer,
+    SearchResult,
+    cache_from_records,
+    check_budget,
+    evolution_search,
+    random_search,
+)
 from ennas.seeding import stream_seed
 from spaces.arch import Arch, encode
 
@@ -31,11 +42,14 @@ def search_log(ctx: RunContext, name: str) -> tuple[list[dict], dict, Callable[[
     """A search's records so far (resuming), the score cache they give, and the callback that records more."""
     path = ctx.file(name)
     records = read_jsonl(path)
+    ticker = Ticker(f"{ctx.cfg.method} {name.removesuffix('.jsonl')}: candidates scored", enabled=ctx.cfg.progress)
 
     def record(r: dict) -> None:
+        ticker.tick()
         records.append(search_record(ctx, r))
         if dist.is_main():
             write_jsonl(path, records)
+        preempt.check(f"in the search after {len(records)} candidates of {name}")  # the log resumes it
 
     return records, cache_from_records(ctx.space, records), record
 
@@ -63,8 +77,10 @@ def evolution_stage(ctx: RunContext, model: nn.Module) -> dict:
     check_budget(ctx.space, ctx.table.flops, ctx.flops_budget, ctx.table.bounds())
     t0 = time.time()
 
-    def score(arch):
+    def score_one(arch):
         return score_path(model, arch, ctx.recal_batches, ctx.search_batches, ctx.device)
+
+    score = BatchScorer(lambda archs: dist.map_over_ranks(score_one, archs), size=dist.world_size())
 
     results = {"evolution": run_evolution(ctx, score, "search.jsonl", 2)}
     if ctx.cfg.search.random_baseline:

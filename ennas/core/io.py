@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -56,8 +57,14 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def save_torch(path: Path, obj: Any) -> None:
-    """A torch checkpoint, atomically."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    """A torch checkpoint, atomically.
+
+    Serialised in memory first: torch's zip writer turns a failed write (full disk) into an unreadable
+    RuntimeError, where writing the bytes ourselves raises the OSError that names the cause.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    _atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def load_torch(path: Path, map_location: str | torch.device = "cpu") -> Any:

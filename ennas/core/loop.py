@@ -12,7 +12,9 @@ epoch boundaries only). `build_loop` is the one way to describe a loop.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -26,10 +28,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ennas.core import checkpoint
+from ennas.core import checkpoint, preempt
 from ennas.core import distributed as dist
+from ennas.core.config import ConfigError
 from ennas.core.io import read_jsonl, save_torch, write_jsonl
-from ennas.data import EpochSampler, make_loader
+from ennas.core.precision import amp_dtype, autocast, grad_scaler
+from ennas.data import EpochLoader
 from ennas.seeding import path_rng, stream_seed
 from spaces.arch import Arch
 
@@ -51,6 +55,9 @@ class Step:
     epoch: int
     index: int  # step within the epoch
     lr: float  # the first parameter group's learning rate for this step (before the scheduler moves it)
+    micro: int = 0  # which micro-batch of the step this is (gradient accumulation), 0..micro_batches-1
+    micro_batches: int = 1
+    grad_scale: float = 1.0  # the fp16 loss scale the backward pass multiplies gradients by (1 otherwise)
 
 
 class StepPolicy:
@@ -101,6 +108,7 @@ class EpochPlan:
     fraction: float = 1.0  # of the dataset per epoch
     max_steps_per_epoch: int = 0  # 0: no cap
     checkpoint_steps: int = 0  # 0: at epoch ends only
+    accumulate: int = 1  # micro-batches per optimiser step (gradient accumulation; the update is the same)
 
 
 @dataclass
@@ -117,6 +125,7 @@ class Loop:
     extra_state: dict[str, Any] = field(default_factory=dict)  # other objects with state_dict (e.g. an EMA model)
     on_epoch_end: Callable[[int], dict] | None = None  # extra record fields (e.g. the teacher's search accuracy)
     snapshot_epochs: frozenset[int] = frozenset()  # 0-based epochs whose weights are kept in snapshots/
+    scaler: torch.amp.GradScaler | None = None  # fp16 loss scaling, set by train_epochs (checkpointed)
 
 
 def build_loop(
@@ -133,6 +142,7 @@ def build_loop(
     snapshot_epochs: tuple[int, ...] = (),
 ) -> Loop:
     """A Loop whose scheduler `schedule(optimizer, steps_per_epoch)` is built from the plan's epoch length."""
+    plan = fit_batch(plan, name)
     scheduler = schedule(optimizer, steps_per_epoch(plan))
     extra = extra_state or {}
     return Loop(
@@ -145,63 +155,119 @@ def snapshot_path(ctx: RunContext, loop_name: str, epoch: int) -> Path:
     return ctx.file(f"snapshots/{loop_name}_epoch{epoch}.pt")
 
 
+def fit_batch(plan: EpochPlan, name: str) -> EpochPlan:
+    """The plan with its batch cut to the images an epoch has, when a small dataset has fewer (with a note).
+
+    The presets' batches are set for the full dataset; on a test folder of a few dozen images the batch becomes
+    the largest multiple of ranks x micro-batches that fits (the learning rate is not rescaled).
+    """
+    images = round(len(plan.dataset) * plan.fraction)
+    parts = dist.world_size() * plan.accumulate
+    if plan.batch_size <= images or images < parts:
+        return plan  # fits, or too small even for one image per part: steps_per_epoch says so in one line
+    fitted = images // parts * parts
+    if dist.is_main():
+        print(
+            f"note: {name}: batch {plan.batch_size} is more than the {images} images of an epoch; using {fitted}",
+            file=sys.stderr,
+        )
+    return dataclasses.replace(plan, batch_size=fitted)
+
+
+def check_batch(plan: EpochPlan, name: str) -> None:
+    """A one-line ConfigError unless the global batch splits evenly into ranks x micro-batches.
+
+    Splitting by floor division would silently train a smaller batch than configured on some GPU counts.
+    """
+    parts = dist.world_size() * plan.accumulate
+    if plan.batch_size % parts:
+        section = "retrain" if name in ("retrain", "teacher") else "supernet"
+        raise ConfigError(
+            f"{name}: the global batch {plan.batch_size} does not divide into {dist.world_size()} rank(s) x "
+            f"{plan.accumulate} micro-batch(es); choose {section}.batch_size or {section}.accumulate so that it does"
+        )
+
+
 def steps_per_epoch(plan: EpochPlan) -> int:
     """Optimiser steps in one epoch: whole per-rank batches of this epoch's share, capped if configured."""
     share = math.ceil(round(len(plan.dataset) * plan.fraction) / dist.world_size())
     steps = share // (plan.batch_size // dist.world_size())
     if steps == 0:
-        raise ValueError(f"batch size {plan.batch_size} exceeds the {share} training images per rank and epoch")
+        raise ConfigError(
+            f"the batch size {plan.batch_size} exceeds the {share} training images per rank and epoch; lower the "
+            "batch_size of the stage (supernet.batch_size or retrain.batch_size) or use more training images"
+        )
     return min(steps, plan.max_steps_per_epoch) if plan.max_steps_per_epoch else steps
 
 
 def epoch_loader(ctx: RunContext, plan: EpochPlan, epoch: int, skip_steps: int, steps: int):
-    """This rank's batches of `epoch`, starting after `skip_steps` batches (resuming mid-epoch)."""
+    """This rank's batches of `epoch`, starting after `skip_steps` batches (resuming mid-epoch).
+
+    One EpochLoader serves every epoch of a loop (persistent workers); the run keeps only the latest, so a
+    finished loop's workers end when the next loop starts. With data.decode=device the training view's workers
+    read file bytes, and `to_device` decodes and augments each batch from the seed the loader gives it.
+    """
     per_rank = plan.batch_size // dist.world_size()
-    sampler = EpochSampler(
-        len(plan.dataset),
-        seed=stream_seed(ctx.cfg.seed, plan.stream),
-        fraction=plan.fraction,
-        rank=dist.rank(),
-        world_size=dist.world_size(),
-    )
-    sampler.set_epoch(epoch)
-    indices = list(sampler)[skip_steps * per_rank : steps * per_rank]
-    return make_loader(
-        plan.dataset,
-        per_rank,
-        sampler=indices,
-        drop_last=True,
-        seed=stream_seed(ctx.cfg.seed, plan.stream, epoch),
-        num_workers=ctx.cfg.data.num_workers,
-    )
+    key = (plan.dataset, per_rank, plan.stream, plan.fraction)
+    if key not in ctx.loaders:
+        ctx.loaders.clear()
+        ctx.loaders[key] = EpochLoader(
+            ctx.data.loader_view(plan.dataset, ctx.cfg.data.decode),
+            per_rank,
+            seed=stream_seed(ctx.cfg.seed, plan.stream),
+            fraction=plan.fraction,
+            rank=dist.rank(),
+            world_size=dist.world_size(),
+            num_workers=ctx.cfg.data.num_workers,
+        )
+    return ctx.loaders[key].epoch(epoch, skip_steps * per_rank, steps * per_rank)
 
 
 def train_step(ctx: RunContext, loop: Loop, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int) -> dict:
-    """One optimiser step on one batch; returns the policy's batch statistics plus the rank-averaged loss."""
-    x = x.to(ctx.device, non_blocking=True)
+    """One optimiser step on one batch; returns the policy's batch statistics plus the rank-averaged loss.
+
+    The rank's batch runs as `plan.accumulate` micro-batches on the same paths, each backward pass adding
+    1/accumulate of its mean loss's gradient, so the update equals one pass over the whole batch for losses that
+    are batch means (exactly with BN in eval mode; in train mode BN normalises each micro-batch by its own
+    statistics, as it does each rank's shard). Per-batch decisions of a policy (EnNAS's ensemble weights,
+    Cream's teacher) are taken per micro-batch. The summed statistics also carry `stop`, the number of ranks
+    that received a stop signal (ennas.core.preempt), in the same all-reduce as the loss.
+    """
+    x = ctx.data.to_device(x, ctx.device)  # uint8 (or file bytes: data.decode=device), normalised on the device
     y = y.to(ctx.device, non_blocking=True)
     if ctx.cfg.channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     paths = loop.policy.sample_paths(path_rng(ctx.cfg.seed, epoch, step), epoch, step)
-    batch = Step(x, y, paths, epoch, step, loop.optimizer.param_groups[0]["lr"])
+    lr, k, dtype = loop.optimizer.param_groups[0]["lr"], loop.plan.accumulate, amp_dtype(ctx.cfg.amp, ctx.device)
+    scaler = loop.scaler or grad_scaler(ctx.device, None)
+    scale = scaler.get_scale() if scaler.is_enabled() else 1.0
     # set_to_none: operators off the path keep grad None, so SGD moves them by neither momentum nor decay
     loop.optimizer.zero_grad(set_to_none=True)
-    loss, stats = loop.policy.batch_loss(loop.model, batch)
-    loss.backward()
+    stats: dict = {}
+    loss_sum = torch.zeros((), device=x.device)
+    for i, (xs, ys) in enumerate(zip(x.chunk(k), y.chunk(k), strict=True)):
+        with autocast(ctx.device, dtype):
+            loss, micro_stats = loop.policy.batch_loss(loop.model, Step(xs, ys, paths, epoch, step, lr, i, k, scale))
+        scaler.scale(loss / k if k > 1 else loss).backward()
+        loss_sum += loss.detach().float() / k
+        stats = add_sums(stats, micro_stats)
     params = [p for group in loop.optimizer.param_groups for p in group["params"]]
     dist.average_gradients(params)
-    mean_loss = (dist.all_sum(loss.detach().float().reshape(1)) / dist.world_size()).item()
+    summed = dist.all_sum(torch.stack([loss_sum, torch.tensor(preempt.flag(), device=x.device)]))
+    mean_loss = (summed[0] / dist.world_size()).item()
     if not math.isfinite(mean_loss):
         raise TrainingDiverged(
             f"{loop.name} loss became {mean_loss} at epoch {epoch} step {step}; stopped, and the last good "
             f"checkpoint {ctx.file(loop.name + '_checkpoint.pt')} is kept (lower the learning rate and rerun)"
         )
+    scaler.unscale_(loop.optimizer)  # clipping and the policy's own steps see true gradients
     if loop.grad_clip:
         nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], loop.grad_clip)
-    loop.optimizer.step()
+    scaler.step(loop.optimizer)
+    scaler.update()
     loop.scheduler.step()
-    loop.policy.after_step(loop.model, batch, stats)
-    return {**stats, "loss_sum": mean_loss * stats.get("count", len(y))}
+    loop.policy.after_step(loop.model, Step(x, y, paths, epoch, step, lr, 0, k, scale), stats)
+    return {**stats, "loss_sum": mean_loss * stats.get("count", len(y)), "stop": float(summed[1])}
 
 
 def add_sums(sums: dict, stats: dict) -> dict:
@@ -221,9 +287,10 @@ def epoch_record(ctx: RunContext, loop: Loop, epoch: int, sums: dict, wall: floa
     """
     count = max(sums.get("count", 0), 1)
     t0 = time.time()
-    measured = loop.policy.epoch_metrics(loop.model, epoch)
-    if loop.on_epoch_end is not None:
-        measured.update(loop.on_epoch_end(epoch))
+    with autocast(ctx.device, amp_dtype(ctx.cfg.amp, ctx.device)):
+        measured = loop.policy.epoch_metrics(loop.model, epoch)
+        if loop.on_epoch_end is not None:
+            measured.update(loop.on_epoch_end(epoch))
     measure_s = sums.get("epoch_start_s", 0.0) + time.time() - t0
     images_per_s = sums.get("count", 0) * dist.world_size() / max(wall, 1e-9)  # training steps only
     wall += measure_s
@@ -246,7 +313,15 @@ def epoch_record(ctx: RunContext, loop: Loop, epoch: int, sums: dict, wall: floa
 
 
 def train_epochs(ctx: RunContext, loop: Loop, log_name: str = "train_log.jsonl") -> list[dict]:
-    """Run (or resume) the loop to its last epoch; returns every epoch record of this stage."""
+    """Run (or resume) the loop to its last epoch; returns every epoch record of this stage.
+
+    A stop signal (ennas.core.preempt) ends the loop after the current step with a checkpoint at the next one
+    and raises Preempted; rerunning resumes there exactly as from any other checkpoint.
+    """
+    check_batch(loop.plan, loop.name)
+    dtype = amp_dtype(ctx.cfg.amp, ctx.device)
+    if loop.scaler is None:
+        loop.scaler = grad_scaler(ctx.device, dtype)
     start_epoch, start_step, sums = checkpoint.load(ctx, loop)
     log_path: Path = ctx.file(log_name)
     others = [r for r in read_jsonl(log_path) if r.get("stage") != loop.name]
@@ -257,11 +332,12 @@ def train_epochs(ctx: RunContext, loop: Loop, log_name: str = "train_log.jsonl")
         skip = start_step if epoch == start_epoch else 0
         if skip == 0:
             t_start = time.time()
-            loop.policy.on_epoch_start(loop.model, epoch)
+            with autocast(ctx.device, dtype):
+                loop.policy.on_epoch_start(loop.model, epoch)
             sums = {"epoch_start_s": time.time() - t_start}  # checkpointed with the sums: a resume keeps it
         loop.model.train()
         wall = sums.pop("wall_s", 0.0)
-        t0 = time.time()
+        t0, stop = time.time(), False
         bar = tqdm(
             epoch_loader(ctx, plan, epoch, skip, steps),
             total=steps,
@@ -272,9 +348,17 @@ def train_epochs(ctx: RunContext, loop: Loop, log_name: str = "train_log.jsonl")
             disable=not (ctx.cfg.progress and dist.is_main() and sys.stderr.isatty()),
         )
         for step, (x, y) in enumerate(bar, start=skip):
-            sums = add_sums(sums, train_step(ctx, loop, x, y, epoch, step))
-            if plan.checkpoint_steps and (step + 1) % plan.checkpoint_steps == 0 and step + 1 < steps:
+            stats = train_step(ctx, loop, x, y, epoch, step)
+            stop = preempt.agreed(stats.pop("stop"))
+            sums = add_sums(sums, stats)
+            due = plan.checkpoint_steps and (step + 1) % plan.checkpoint_steps == 0
+            if (due or stop) and step + 1 < steps:
                 checkpoint.save(ctx, loop, epoch, step + 1, {**sums, "wall_s": wall + time.time() - t0})
+            if stop and step + 1 < steps:
+                bar.close()
+                raise preempt.Preempted(
+                    preempt.received() or signal.SIGTERM, f"in {loop.name} epoch {epoch} at step {step + 1}"
+                )
         record = epoch_record(ctx, loop, epoch, sums, wall + time.time() - t0)
         records.append(record)
         if dist.is_main():
@@ -287,6 +371,8 @@ def train_epochs(ctx: RunContext, loop: Loop, log_name: str = "train_log.jsonl")
             if dist.is_main():
                 save_torch(snapshot_path(ctx, loop.name, epoch), {"epoch": epoch, "model": loop.model.state_dict()})
         checkpoint.save(ctx, loop, epoch + 1, 0, {})
+        if stop:  # on the epoch's last step: its record and end-of-epoch checkpoint are written
+            raise preempt.Preempted(preempt.received() or signal.SIGTERM, f"after {loop.name} epoch {epoch}")
     return records
 
 

@@ -99,6 +99,7 @@ def supernet_loop(ctx: RunContext, method: Method, model: nn.Module) -> Loop:
         fraction=method.epoch_fraction(),
         max_steps_per_epoch=cfg.max_steps_per_epoch,
         checkpoint_steps=cfg.checkpoint_steps,
+        accumulate=cfg.accumulate,
     )
 
     def schedule(optimizer, steps: int):

@@ -10,13 +10,16 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+from pathlib import Path
 
 import torch
 
 from ennas.core import distributed as dist
+from ennas.core import preempt
 from ennas.core.context import RunContext
 from ennas.core.io import load_torch, read_json, read_jsonl, save_torch, write_json
 from ennas.core.method import Method
+from ennas.core.precision import amp_dtype, autocast
 from ennas.core.resume import check_resumable
 from ennas.core.retrain import retrain
 from ennas.core.search import check_budget
@@ -27,7 +30,7 @@ def supernet_stage(ctx: RunContext, method: Method) -> None:
     """Train the supernet with the method's own stage, or load it when a previous run finished it."""
     done = ctx.file("supernet.pt")
     model = ctx.supernet
-    if done.exists():
+    if dist.broadcast_object(done.exists()):  # rank 0 decides every skip, so all ranks take the same path
         state = load_torch(done, ctx.device)
         model.load_state_dict(state["model"])
         method.load_state_dict(state["method"])
@@ -41,9 +44,10 @@ def supernet_stage(ctx: RunContext, method: Method) -> None:
 def search_stage(ctx: RunContext, method: Method) -> dict:
     """The method's search under the FLOPs budget (evolution by default), recorded in search_result.json."""
     done = ctx.file("search_result.json")
-    if done.exists():
+    if dist.broadcast_object(done.exists()):
         return read_json(done)
-    result = method.search(ctx.supernet)
+    with autocast(ctx.device, amp_dtype(ctx.cfg.amp, ctx.device)):
+        result = method.search(ctx.supernet)
     result.update(method.final_extras())
     if dist.is_main():
         write_json(done, result)
@@ -92,13 +96,17 @@ def run_pipeline(ctx: RunContext, method: Method) -> dict:
     """Supernet -> search -> retrain for one method, skipping what is already complete in the output folder."""
     final_path = ctx.file("final.json")
     check_resumable(ctx.out, ctx.cfg)  # never continue, or return, a run made with other settings
-    if final_path.exists():
+    if dist.broadcast_object(final_path.exists()):
+        if dist.is_main() and not ctx.cfg.keep_checkpoints:
+            remove_checkpoints(ctx.out)  # a run finished with --keep-checkpoints, rerun without it
         return read_json(final_path)
     check_budget(ctx.space, ctx.table.flops, ctx.flops_budget, ctx.table.bounds())  # before any work
     if dist.is_main():
         write_json(ctx.file("config.json"), {**ctx.cfg.to_dict(), "environment": environment()})
     supernet_stage(ctx, method)
+    preempt.check("after the supernet stage")
     found = search_stage(ctx, method)
+    preempt.check("after the search stage")
     arch = decode(ctx.space, found["arch"])
     trained = retrain(ctx, arch)
     supernet_s = sum(r["device_s"] for r in read_jsonl(ctx.file("train_log.jsonl")) if r.get("stage") != "retrain")
@@ -128,4 +136,18 @@ def run_pipeline(ctx: RunContext, method: Method) -> dict:
     }
     if dist.is_main():
         write_json(final_path, final)
+        if not ctx.cfg.keep_checkpoints:
+            remove_checkpoints(ctx.out)
     return final
+
+
+def remove_checkpoints(folder: Path) -> list[str]:
+    """Delete a finished run's *_checkpoint.pt files (what a resume would need; final.json holds its result).
+
+    The stage files stay: supernet.pt (ranking fidelity, re-searching), retrained.pt, snapshots/ (fidelity
+    over training). Returns the removed names.
+    """
+    removed = sorted(p.name for p in Path(folder).glob("*_checkpoint.pt"))
+    for name in removed:
+        (Path(folder) / name).unlink(missing_ok=True)
+    return removed

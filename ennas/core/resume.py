@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ennas.core.config import ConfigError, RunConfig
+from ennas.core.config import ConfigError, RunConfig, with_sections
 from ennas.core.io import read_json
 
 # Settings that do not change a run's numbers, or change them only as the README documents (the thread count
 # reorders floating-point sums): a resume may change them.
-FREE = frozenset({"progress", "threads", "data.root", "data.num_workers"})
+FREE = frozenset({"progress", "threads", "keep_checkpoints", "data.root", "data.num_workers"})
 SHOWN = 4  # differences named in the error line
 
 
@@ -31,11 +31,22 @@ def flatten(values: dict, prefix: str = "") -> dict:
     return flat
 
 
+def defaults() -> dict:
+    """Every setting's default, as dotted keys in JSON form."""
+    return flatten(json.loads(json.dumps(with_sections(RunConfig()).to_dict())))
+
+
 def differences(stored: dict, requested: dict) -> list[tuple[str, object, object]]:
-    """(key, stored, requested) for every result-changing setting that differs, in key order."""
+    """(key, stored, requested) for every result-changing setting that differs, in key order.
+
+    A setting the stored run does not have (added to the suite after the run was made) counts as its default:
+    new settings default to the behaviour before them, so an older run still resumes under its own settings.
+    """
     settings = {k: v for k, v in stored.items() if k != "environment"}  # versions and machine, not settings
-    old, new = flatten(settings), flatten(json.loads(json.dumps(requested)))  # compared as JSON reads back
+    old, new = (flatten(json.loads(json.dumps(v))) for v in (settings, requested))  # compared as JSON reads back
     missing = object()
+    known = defaults()
+    old |= {k: known[k] for k in new.keys() - old.keys() if k in known}
     keys = sorted((set(old) | set(new)) - FREE)
     return [(k, old.get(k, missing), new.get(k, missing)) for k in keys if old.get(k, missing) != new.get(k, missing)]
 

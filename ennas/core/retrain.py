@@ -15,6 +15,7 @@ from ennas.core.evaluate import evaluate
 from ennas.core.io import load_torch, save_torch
 from ennas.core.loop import EpochPlan, Loop, Step, StepPolicy, build_loop, train_epochs
 from ennas.core.optim import retrain_optimizer, retrain_schedule
+from ennas.core.precision import amp_dtype, autocast
 from ennas.seeding import seed_torch
 from spaces.arch import Arch
 from spaces.supernet import build_network
@@ -59,7 +60,12 @@ def plain_loop(
     Used for the found architecture and for DNA's teacher, so both follow one recipe implementation.
     """
     plan = EpochPlan(
-        ctx.data.train, cfg.batch_size, cfg.epochs, stream=name, max_steps_per_epoch=cfg.max_steps_per_epoch
+        ctx.data.train,
+        cfg.batch_size,
+        cfg.epochs,
+        stream=name,
+        max_steps_per_epoch=cfg.max_steps_per_epoch,
+        accumulate=cfg.accumulate,
     )
 
     def schedule(optimizer, steps: int):
@@ -85,7 +91,8 @@ def retrain(ctx: RunContext, arch: Arch) -> dict:
     records = train_epochs(ctx, loop)
     final_model = ema.module if ema is not None else net
     final_model.eval()
-    metrics = evaluate(final_model, ctx.shard_loader(ctx.data.test, ctx.cfg.search.eval_batch_size), ctx.device)
+    with autocast(ctx.device, amp_dtype(ctx.cfg.amp, ctx.device)):
+        metrics = evaluate(final_model, ctx.shard_loader(ctx.data.test, ctx.cfg.search.eval_batch_size), ctx.device)
     if dist.is_main():
         save_torch(ctx.file("retrained.pt"), {"arch": arch, "state_dict": final_model.state_dict()})
     return {

@@ -14,6 +14,10 @@ next ones takes the top-k of everything evaluated so far, makes mutants and unif
 fills up with random architectures. Like SPOS's `vis_dict`, a candidate already evaluated in this search is
 rejected (not re-counted), so each generation adds `population` distinct architectures:
 population × (generations + 1) evaluations, 1,050 at SPOS settings.
+
+A `BatchScorer` scores several candidates per call (one per rank, say): candidates are proposed exactly as
+one at a time, since no proposal within a generation depends on a score, and held until `size` of them
+wait or a generation needs the scores; records and `on_evaluate` keep the one-at-a-time order.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from spaces.arch import Arch, decode, encode, sample_uniform
 from spaces.registry import SpaceSpec
 
 ScoreFn = Callable[[Arch], float]
+ManyScoreFn = Callable[[list[Arch]], list[float]]
 FlopsFn = Callable[[Arch], float]
 OnEvaluate = Callable[[dict], None]
 
@@ -68,6 +73,20 @@ class EvolutionConfig:
         return self.population * (self.generations + 1)
 
 
+@dataclass(frozen=True)
+class BatchScorer:
+    """A score function that takes `size` candidates at a time (`many`), e.g. split over the ranks.
+
+    Passed wherever a ScoreFn is; called on one architecture it scores just that one.
+    """
+
+    many: ManyScoreFn
+    size: int = 1
+
+    def __call__(self, arch: Arch) -> float:
+        return self.many([arch])[0]
+
+
 @dataclass
 class SearchResult:
     """What a search found, every candidate it evaluated in order, and (evolution only) per-generation progress."""
@@ -90,6 +109,10 @@ def cheapest_arch(space: SpaceSpec, flops_fn: FlopsFn) -> Arch:
     return tuple(arch)
 
 
+class BudgetError(ValueError):
+    """A FLOPs budget no architecture (or too few for sampling) fits: the user's setting to change."""
+
+
 def check_budget(
     space: SpaceSpec, flops_fn: FlopsFn, budget: float, table_bounds: tuple[int, int] | None = None
 ) -> None:
@@ -98,33 +121,39 @@ def check_budget(
     `table_bounds` is FlopsTable.bounds(); without it the minimum is found from `flops_fn` layer by layer.
     """
     if not (math.isfinite(float(budget)) and budget > 0):
-        raise ValueError(f"FLOPs budget must be a positive number of MACs, got {budget!r}")
+        raise BudgetError(f"FLOPs budget must be a positive number of MACs, got {budget!r}")
     low = table_bounds[0] if table_bounds is not None else flops_fn(cheapest_arch(space, flops_fn))
     if budget < low:
         cheapest = cheapest_arch(space, flops_fn)
         example = f": {encode(cheapest)}" if flops_fn(cheapest) == low else ""
-        raise ValueError(
+        raise BudgetError(
             f"FLOPs budget {budget / 1e6:.1f}M ({budget:.0f} MACs) is below the cheapest architecture of "
             f"{space.name}/{space.scale} ({low / 1e6:.1f}M, {low} MACs{example}); no architecture fits, "
             f"so nothing can be searched. Raise the budget (it counts multiply-accumulates)."
         )
 
 
-def _nothing_found(space: SpaceSpec, budget: float, draws: int) -> ValueError:
+def _nothing_found(space: SpaceSpec, budget: float, draws: int) -> BudgetError:
     """The error for a feasible budget so tight that rejection sampling finds nothing."""
-    return ValueError(
+    return BudgetError(
         f"no architecture of {space.name}/{space.scale} within {budget:.0f} MACs in {draws} uniform draws: "
         f"the budget admits too few architectures for rejection sampling; raise it or max_tries_factor"
     )
 
 
 class _Candidates:
-    """One search's evaluated set: rejects repeats and over-budget archs, scores through the cache, logs records."""
+    """One search's evaluated set: rejects repeats and over-budget archs, scores through the cache, logs records.
+
+    New candidates wait in `pending` until a BatchScorer's `size` of them are there (a plain score function:
+    one) or `top` / `result` needs their scores; each is logged as soon as it is scored.
+    """
 
     def __init__(self, score_fn: ScoreFn, flops_fn: FlopsFn, budget: float, cache: dict, on_evaluate):
         self.score_fn, self.flops_fn, self.budget = score_fn, flops_fn, budget
+        self.batch = score_fn.size if isinstance(score_fn, BatchScorer) else 1
         self.cache, self.on_evaluate = cache, on_evaluate
         self.records: dict[Arch, dict] = {}  # insertion order is evaluation order
+        self.pending: list[Arch] = []
         self.num_scored = 0
 
     def add(self, arch: Arch, generation: int, kind: str) -> bool:
@@ -134,24 +163,37 @@ class _Candidates:
         flops = int(self.flops_fn(arch))
         if flops > self.budget:  # rejected before scoring: over-budget subnets are never evaluated
             return False
-        new = arch not in self.cache
-        if new:
-            score = float(self.score_fn(arch))
-            if not math.isfinite(score):
-                raise ValueError(f"score_fn returned {score} for architecture {encode(arch)}")
-            self.cache[arch] = score
-            self.num_scored += 1
-        record = {
+        self.records[arch] = {
             "arch": encode(arch),
-            "score": float(self.cache[arch]),
+            "score": self.cache.get(arch),
             "flops": flops,
             "generation": generation,
             "kind": kind,
         }
-        self.records[arch] = record
-        if new and self.on_evaluate is not None:
-            self.on_evaluate(dict(record))
+        if arch not in self.cache:
+            self.pending.append(arch)
+            if len(self.pending) >= self.batch:
+                self.flush()
         return True
+
+    def flush(self) -> None:
+        """Score the pending candidates (one call of a BatchScorer), then cache and log them in order."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        if isinstance(self.score_fn, BatchScorer):
+            scores = self.score_fn.many(pending)
+        else:
+            scores = [self.score_fn(a) for a in pending]
+        for arch, score in zip(pending, scores, strict=True):
+            score = float(score)
+            if not math.isfinite(score):
+                raise ValueError(f"score_fn returned {score} for architecture {encode(arch)}")
+            self.cache[arch] = score
+            self.num_scored += 1
+            self.records[arch]["score"] = score
+            if self.on_evaluate is not None:
+                self.on_evaluate(dict(self.records[arch]))
 
     def fill(self, propose: Callable[[], Arch], target: int, generation: int, kind: str, tries_factor: int) -> int:
         """Add up to `target` proposals, giving up after tries_factor × target attempts (SPOS); how many were added."""
@@ -164,10 +206,12 @@ class _Candidates:
 
     def top(self, k: int) -> list[Arch]:
         """The k best archs so far; a stable sort so ties go to the earlier one, keeping replays identical."""
+        self.flush()
         return sorted(self.records, key=lambda a: -self.records[a]["score"])[:k]
 
     def result(self) -> SearchResult:
         """The SearchResult of what was evaluated (at least one candidate)."""
+        self.flush()
         best = self.top(1)[0]
         history = list(self.records.values())
         record = self.records[best]

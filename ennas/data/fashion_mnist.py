@@ -62,13 +62,14 @@ def fashion_mnist(root: str | Path | None = None) -> Source:
         where = "not found at" if root is None else "root does not exist:"
         raise DataError(f"Fashion-MNIST {where} {folder}; {FASHION_MNIST_FIX}")
     train, test = _read_idx_pair(folder, "train"), _read_idx_pair(folder, "t10k")
-    stats = FASHION_MNIST_MEAN, FASHION_MNIST_STD
     return Source(
         train=train,
         test=test,
-        train_transform=TensorTransform(*stats, pad=2, flip=True),
-        eval_transform=TensorTransform(*stats),
+        train_transform=TensorTransform(pad=2, flip=True),
+        eval_transform=TensorTransform(),
         num_classes=10,
         in_chans=1,
         resolution=28,
+        mean=FASHION_MNIST_MEAN,
+        std=FASHION_MNIST_STD,
     )

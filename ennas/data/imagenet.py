@@ -1,4 +1,4 @@
-"""ImageNet: ILSVRC2012 as train/<wnid>/ and val/<wnid>/ folders, decoded on demand, SPOS/timm transforms."""
+"""ImageNet: ILSVRC2012 as train/<wnid>/ and val/<wnid>/ folders, decoded on demand, SPOS/timm transforms (uint8 out)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from torchvision import transforms as T
 
+from ennas.data.augment import DeviceAugment
 from ennas.data.storage import DataError, ImageFiles, Source, few
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -56,18 +57,17 @@ def imagenet(
     if verify:
         train.verify()
         test.verify()
-    normalize = T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    # PILToTensor ships uint8; the device divides by 255 and normalises, as ToTensor + Normalize did here.
     train_transform = T.Compose(
         [
             T.RandomResizedCrop(resolution),
             T.RandomHorizontalFlip(),
             T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4),
-            T.ToTensor(),
-            normalize,
+            T.PILToTensor(),
         ]
     )
     eval_size = int(resolution / crop_pct)  # 256 for 224, as timm floors it
-    eval_transform = T.Compose([T.Resize(eval_size), T.CenterCrop(resolution), T.ToTensor(), normalize])
+    eval_transform = T.Compose([T.Resize(eval_size), T.CenterCrop(resolution), T.PILToTensor()])
     return Source(
         train=train,
         test=test,
@@ -76,5 +76,8 @@ def imagenet(
         num_classes=len(classes),
         in_chans=3,
         resolution=resolution,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
         recal_size=200 * 128,  # SPOS: 200 batches of 128
+        device_train_transform=DeviceAugment(resolution),  # the same recipe for data.decode=device
     )

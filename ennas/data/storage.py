@@ -16,7 +16,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 # What PIL raises on a truncated, corrupt or hostile file.
-_UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 class DataError(Exception):
@@ -75,7 +75,7 @@ class ImageFiles:
         path, target = self.samples[i]
         try:
             return self.loader(path), target
-        except _UNREADABLE as err:
+        except UNREADABLE as err:
             if not self.bad:
                 warnings.warn(
                     f"skipping unreadable image {path} ({err}); further ones are skipped silently up to {self.max_bad}",
@@ -91,7 +91,7 @@ class ImageFiles:
         for i, (path, _) in enumerate(self.samples):
             try:
                 self.loader(path)
-            except _UNREADABLE:
+            except UNREADABLE:
                 bad.append(i)
         self.bad = set(bad)
         self._check_bad(self.samples[bad[0]][0] if bad else "")
@@ -136,29 +136,31 @@ class View(Dataset):
 
 
 class TensorTransform:
-    """Per-item augmentation of a uint8 CHW tensor, cheap on 2 cores: padded random crop, flip, normalise.
+    """Per-item augmentation of a uint8 CHW tensor, cheap on 2 cores: padded random crop and flip, still uint8.
 
-    Draws come from torch's RNG, which torch.manual_seed and DataLoader's per-worker seeding fix.
+    Normalising is left to the device (ennas.data.device.Normalize), so workers ship 4x fewer bytes. Draws
+    come from torch's RNG, which torch.manual_seed and DataLoader's per-worker seeding fix; their order is
+    the one of the float transform this replaced, so the images a network sees are bit for bit the same
+    (zero padding commutes with x/255, and crop and flip only move values).
     """
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], *, pad: int = 0, flip: bool = False):
-        self.mean, self.std = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
+    def __init__(self, *, pad: int = 0, flip: bool = False):
         self.pad, self.flip = pad, flip
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        x = image.float().div_(255)
+        x = image
         if self.pad:
             h, w = x.shape[-2:]
             i, j = torch.randint(0, 2 * self.pad + 1, (2,)).tolist()
             x = F.pad(x, (self.pad,) * 4)[:, i : i + h, j : j + w]
         if self.flip and torch.rand(()).item() < 0.5:
             x = x.flip(-1)
-        return (x - self.mean) / self.std
+        return x
 
 
 @dataclass(frozen=True)
 class Source:
-    """What a dataset builder returns: train and test storage, their transforms and their shape."""
+    """What a dataset builder returns: train and test storage, their uint8 transforms, shape and statistics."""
 
     train: TensorImages | ImageFiles
     test: TensorImages | ImageFiles
@@ -167,7 +169,11 @@ class Source:
     num_classes: int
     in_chans: int
     resolution: int
+    mean: tuple[float, ...]  # per channel, of x/255: what the device normalises with
+    std: tuple[float, ...]
     recal_size: int = 2048
+    # the train transform as device ops on a decoded batch (ennas.data.augment), where data.decode=device exists
+    device_train_transform: Callable | None = None
 
 
 def few(names: Sequence[str], k: int = 3) -> str:

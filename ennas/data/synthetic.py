@@ -40,13 +40,14 @@ def synthetic(
 
     train, test = draw(n_train), draw(n_test)
     pixels = train.images.float().div(255).transpose(0, 1).reshape(in_chans, -1)
-    stats = pixels.mean(1).tolist(), pixels.std(1).tolist()
     return Source(
         train=train,
         test=test,
-        train_transform=TensorTransform(*stats, pad=shift),  # no flip: prototypes are not symmetric
-        eval_transform=TensorTransform(*stats),
+        train_transform=TensorTransform(pad=shift),  # no flip: prototypes are not symmetric
+        eval_transform=TensorTransform(),
         num_classes=num_classes,
         in_chans=in_chans,
         resolution=resolution,
+        mean=tuple(pixels.mean(1).tolist()),
+        std=tuple(pixels.std(1).tolist()),
     )

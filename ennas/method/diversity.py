@@ -11,7 +11,7 @@ applied to every input to get the cosines. Conventions: an all-zero output has c
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +48,18 @@ def _layer_cosines(layer: nn.Module, h: torch.Tensor, route: torch.Tensor) -> tu
 
 @torch.no_grad()
 def estimate_diversity(
-    supernet: nn.Module, images: torch.Tensor, *, batch_size: int = 256, seed: int = 0
+    supernet: nn.Module,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 256,
+    seed: int = 0,
+    to_device: Callable[[torch.Tensor, torch.device], torch.Tensor] | None = None,
 ) -> list[np.ndarray]:
-    """Per searchable layer, the T_l×T_l operator-diversity matrix ζ of Eq. 4, leaving the model untouched."""
+    """Per searchable layer, the T_l×T_l operator-diversity matrix ζ of Eq. 4, leaving the model untouched.
+
+    `to_device(batch, device)` turns a slice of `images` into the network's input (DataBundle.to_device:
+    uint8 images are normalised on the device); by default the slice is only moved there.
+    """
     layers = list(supernet.layers)
     n = int(images.shape[0])
     if n == 0:
@@ -58,13 +67,14 @@ def estimate_diversity(
     routes = _assignments(n, [len(layer.candidates) for layer in layers], seed)
     param = next(supernet.parameters(), None)
     device = param.device if param is not None else images.device
+    to_device = to_device or (lambda x, where: x.to(where))
     sums = [torch.zeros(len(layer.candidates), len(layer.candidates), dtype=torch.float64) for layer in layers]
     # Remember every module's own flag: a blanket train(flag) would unfreeze deliberately frozen parts.
     flags = [(module, module.training) for module in supernet.modules()]
     supernet.eval()
     try:
         for start in range(0, n, batch_size):
-            h = supernet.stem(images[start : start + batch_size].to(device))
+            h = supernet.stem(to_device(images[start : start + batch_size], device))
             for layer, route, total in zip(layers, routes, sums, strict=True):
                 cos_sum, h = _layer_cosines(layer, h, route[start : start + batch_size].to(device))
                 total += cos_sum.cpu()

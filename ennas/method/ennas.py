@@ -221,7 +221,7 @@ class EnNAS(EnNASWithoutDS):
         zetas = None
         if dist.is_main():
             seed = stream_seed(self.ctx.cfg.seed, "diversity", epoch, 2)
-            zetas = estimate_diversity(model, self.diversity_images(), seed=seed)
+            zetas = estimate_diversity(model, self.diversity_images(), seed=seed, to_device=self.ctx.data.to_device)
         self.set_zetas(dist.broadcast_object(zetas))
         if dist.is_main():
             self.ctx.out.mkdir(parents=True, exist_ok=True)
@@ -233,7 +233,7 @@ class EnNAS(EnNASWithoutDS):
         self.sampler = DiversitySampler(self.zetas, self.m, beta=self.opts.beta)
 
     def diversity_images(self) -> torch.Tensor:
-        """The fixed training images ζ is estimated on: seeded choice, one seeded augmentation draw, cached."""
+        """The fixed training images ζ is estimated on: seeded choice, one seeded augmentation draw, cached (uint8)."""
         if self._images is None:
             train, seed = self.ctx.data.train, self.ctx.cfg.seed
             n = min(self.opts.diversity_images, len(train))
