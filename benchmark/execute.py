@@ -239,6 +239,8 @@ def progress(i: int, n: int, row: dict) -> None:
             f"  {row['minutes']:.1f} min -> {row['folder']}",
             flush=True,
         )
+    elif row["status"] == "stopped":  # saved, not failed: no error.json
+        print(f"[{i}/{n}] {name}: {row['error']}", file=sys.stderr, flush=True)
     else:
         print(
             f"error: [{i}/{n}] {name} failed: {row['error']} ({row['folder']}/error.json)",

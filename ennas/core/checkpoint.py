@@ -90,7 +90,7 @@ def load(ctx: RunContext, loop: Loop) -> tuple[int, int, dict]:
     try:
         state = load_torch(path, ctx.device)
     except Exception as err:  # torch.load raises many kinds (UnpicklingError, RuntimeError, EOFError, ...)
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0][:120]
         raise CheckpointError(
             f"checkpoint {path} cannot be read ({first}); delete it to rerun the {loop.name} stage from its start"
         ) from None
