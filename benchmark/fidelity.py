@@ -25,7 +25,6 @@ from benchmark.ranking import fidelity, load_groundtruth, ranking_table, write_r
 from ennas.core import distributed as dist
 from ennas.core.config import ConfigError, from_dict
 from ennas.core.context import RunContext
-from ennas.core.evaluate import score_path
 from ennas.core.io import load_torch, read_json, read_jsonl, write_jsonl
 from ennas.core.method import get_method
 from ennas.data import DataError
@@ -76,7 +75,13 @@ def canonical_truth(ctx: RunContext, truth: pd.DataFrame, csv_path: Path) -> pd.
 
 
 def score_epochs(ctx: RunContext, weights: dict[int, Path], archs: list[str]) -> dict[int, dict[str, float]]:
-    """Scores of `archs` under each epoch's weights, read from ranking_scores.jsonl where already there."""
+    """Scores of `archs` under each epoch's weights, read from ranking_scores.jsonl where already there.
+
+    Each architecture is scored as the run's own search scores candidates (`Method.arch_scorer`: path accuracy
+    with BN recalibrated for most; DNA's summed block ratings against its teacher, with the method's state
+    from supernet.pt; DNA keeps no per-epoch snapshots, so only its final weights are ranked).
+    """
+    method = get_method(ctx.cfg.method)(ctx)
     memo_path = ctx.file("ranking_scores.jsonl")
     records = read_jsonl(memo_path)
     # Keyed by the weights' file too: a snapshot that appeared since stands for its epoch, not supernet.pt.
@@ -86,9 +91,13 @@ def score_epochs(ctx: RunContext, weights: dict[int, Path], archs: list[str]) ->
         name = path.relative_to(ctx.out).as_posix()
         missing = [a for a in archs if (epoch, name, a) not in memo]
         if missing:  # load the weights only when something is left to score with them
-            ctx.supernet.load_state_dict(load_torch(path, ctx.device)["model"])
+            state = load_torch(path, ctx.device)
+            ctx.supernet.load_state_dict(state["model"])
+            if state.get("method"):
+                method.load_state_dict(state["method"])
+            scorer = method.arch_scorer(ctx.supernet)
         for arch in missing:
-            score = score_path(ctx.supernet, decode(ctx.space, arch), ctx.recal_batches, ctx.search_batches, ctx.device)
+            score = scorer(decode(ctx.space, arch))
             memo[(epoch, name, arch)] = score
             records.append({"epoch": epoch, "weights": name, "arch": arch, "score": score})
             write_jsonl(memo_path, records)  # after every score: an interrupted rerun keeps what it scored
@@ -101,11 +110,6 @@ def ranking_for_run(run_dir: str | Path, groundtruth_csv: str | Path, epochs: st
     if epochs not in ("all", "last"):
         raise ConfigError(f"--epochs must be all or last, got {epochs!r}")
     ctx = run_context(Path(run_dir))
-    if not get_method(ctx.cfg.method).scores_paths:
-        raise ConfigError(
-            f"{ctx.cfg.method}'s search does not score candidates by supernet path accuracy, so ranking them that "
-            "way would not measure its search; its own scorer is not wired into benchmark.fidelity"
-        )
     truth = canonical_truth(ctx, load_groundtruth(groundtruth_csv), Path(groundtruth_csv))
     weights = supernet_weights(ctx.out, ctx.cfg.supernet.epochs)
     if epochs == "last":

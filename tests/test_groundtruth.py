@@ -4,6 +4,7 @@ import csv
 import json
 import shutil
 
+import pandas as pd
 import pytest
 import torch
 
@@ -166,7 +167,7 @@ def test_ranking_for_run_per_epoch_and_memoised(truth, preset, tmp_path, monkeyp
     def refuse(*a, **k):
         raise AssertionError("a memoised score was computed again")
 
-    monkeypatch.setattr("benchmark.fidelity.score_path", refuse)
+    monkeypatch.setattr("ennas.core.method.score_path", refuse)
     csv_before = (run / "ranking.csv").read_text()
     assert fidelity_main([str(run), "--groundtruth", str(truth / "gt.csv")]) == 0
     assert (run / "ranking.csv").read_text() == csv_before
@@ -177,16 +178,28 @@ def test_ranking_for_run_per_epoch_and_memoised(truth, preset, tmp_path, monkeyp
         assert {r["epoch"] for r in csv.DictReader(f)} == {str(last)}
 
 
-def test_fidelity_refuses_a_method_whose_search_does_not_score_path_accuracy(truth, preset, tmp_path, capsys):
-    """DNA scores candidates by summed block ratings: ranking its supernet by path accuracy would not measure it."""
-    from ennas.core.config import resolve
-    from ennas.core.io import write_json
-
+def test_fidelity_ranks_dna_with_its_own_scorer_the_summed_block_ratings(smoke_run, tmp_path):
+    """DNA's search scores candidates by -(summed block ratings): ranking_for_run scores the ground truth the
+    same way, so an architecture its search scored gets the very score the search logged."""
     run = tmp_path / "dna-run"
-    write_json(run / "config.json", resolve(load_preset(preset), method="dna", space="s1").to_dict())
-    assert fidelity_main([str(run), "--groundtruth", str(truth / "gt.csv")]) == 2
-    err = capsys.readouterr().err
-    assert (
-        err.startswith("error: dna's search does not score candidates by supernet path accuracy")
-        and err.count("\n") == 1
-    )
+    shutil.copytree(smoke_run("dna"), run)
+    searched = {r["arch"]: r["score"] for r in read_jsonl(run / "search.jsonl")}
+    archs = sorted(searched)[:3]
+    rows = [
+        {
+            "arch": a,
+            "seed": s,
+            "test_top1": 80.0 + i + s / 10,
+            "search_top1": 80.0,
+            "mflops": 1.0,
+            "params": 1,
+            "seconds": 1.0,
+        }
+        for i, a in enumerate(archs)
+        for s in (0, 1)
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "gt.csv", index=False)
+    found = ranking_for_run(run, tmp_path / "gt.csv", epochs="last")
+    memo = {m["arch"]: m["score"] for m in read_jsonl(run / "ranking_scores.jsonl")}
+    assert memo == {a: searched[a] for a in archs}
+    assert {r["predictor"] for r in found} >= {"supernet", "flops", "ceiling"}

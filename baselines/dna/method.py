@@ -19,7 +19,7 @@ import copy
 import itertools
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -84,7 +84,6 @@ class DNA(Method):
 
     name = "dna"
     supervised = True
-    scores_paths = False  # candidates are scored by summed block ratings against the teacher, not path accuracy
     section = "dna"
     options = DNAOptions
 
@@ -257,18 +256,25 @@ class DNA(Method):
             write_jsonl(ctx.file("search.jsonl"), [search_record(ctx, record)])
         return arch, summed, [options[i][k][0] for i, k in enumerate(choice)]
 
+    def block_paths(self, arch: Arch) -> list[tuple[int, ...]]:
+        """The architecture's path through each block."""
+        return [tuple(arch[a:b]) for a, b in self.ranges]
+
+    def summed_score(self, model: SuperNet, ratings: RatingLog) -> Callable[[Arch], float]:
+        """-(summed block ratings) of an architecture: the score DNA's search ranks candidates by."""
+        return lambda arch: -sum(ratings.rate(model, i, [p])[0] for i, p in enumerate(self.block_paths(arch)))
+
     def evolution(self, model: SuperNet, ratings: RatingLog) -> tuple[Arch, float, list[float]]:
         """SPOS evolution on -(summed block ratings), rating block paths lazily (blocks too large to enumerate)."""
-
-        def split(arch: Arch) -> list[tuple[int, ...]]:
-            return [tuple(arch[a:b]) for a, b in self.ranges]
-
-        def score(arch: Arch) -> float:
-            return -sum(ratings.rate(model, i, [p])[0] for i, p in enumerate(split(arch)))
-
-        res = run_evolution(self.ctx, score, "search.jsonl", rng_key=4)
-        per_block = [ratings.rate(model, i, [p])[0] for i, p in enumerate(split(res.best_arch))]
+        res = run_evolution(self.ctx, self.summed_score(model, ratings), "search.jsonl", rng_key=4)
+        per_block = [ratings.rate(model, i, [p])[0] for i, p in enumerate(self.block_paths(res.best_arch))]
         return res.best_arch, -res.best_score, per_block
+
+    def arch_scorer(self, model: nn.Module) -> Callable[[Arch], float]:
+        """DNA's own scorer for benchmark.fidelity: -(summed block ratings against the teacher), memoised in
+        dna_ratings.jsonl with the search's own ratings (the traversal minimises the same sum exactly)."""
+        self.ready_teacher()
+        return self.summed_score(model, RatingLog(self.ctx, self))
 
     # --- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -9,17 +9,20 @@ path loss (DNA) overrides those stages instead. It owns its options: a config se
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 from torch import nn
 
 from ennas.core.config import register_options
+from ennas.core.evaluate import score_path
 from ennas.core.evolution import evolution_stage
 from ennas.core.loop import EpochPlan, Loop, StepPolicy, build_loop, train_epochs
 from ennas.core.optim import linear_schedule, supernet_optimizer
 
 if TYPE_CHECKING:
     from ennas.core.context import RunContext
+    from spaces.arch import Arch
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -48,9 +51,6 @@ class Method(StepPolicy):
     supervised: ClassVar[bool] = False  # uses an external trained teacher (Table 1's "Supervised")
     section: ClassVar[str] = ""  # name of its options section in the run config ("" for none)
     options: ClassVar[type | None] = None  # the frozen dataclass of that section
-    # whether search() scores a candidate by its supernet path's accuracy (BN recalibrated), as the shared
-    # evolution does; benchmark.fidelity ranks ground-truth architectures that way, so only such methods
-    scores_paths: ClassVar[bool] = True
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
@@ -84,6 +84,12 @@ class Method(StepPolicy):
     def final_extras(self) -> dict:
         """Method-specific entries for final.json (e.g. Cream's own board-best architecture)."""
         return {}
+
+    def arch_scorer(self, model: nn.Module) -> Callable[[Arch], float]:
+        """How this method's search scores a candidate of `model` (higher is better), for benchmark.fidelity to
+        rank the ground truth exactly as the search would: path accuracy on the run's fixed batches by default."""
+        ctx = self.ctx
+        return lambda arch: score_path(model, arch, ctx.recal_batches, ctx.search_batches, ctx.device)
 
 
 def supernet_loop(ctx: RunContext, method: Method, model: nn.Module) -> Loop:
