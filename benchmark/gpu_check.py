@@ -162,13 +162,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Every figure, one JSON line each; exit status 1 if any figure failed (its line says why)."""
-    import benchmark.methods  # noqa: F401  (registers every method)
-    from benchmark.harness import parse_labels
-
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda, but torch sees no CUDA GPU here; use --device cpu --tiny for a code check")
         return 2
+    import benchmark.methods  # noqa: F401  (registers every method)
+    from benchmark.harness import parse_labels
+
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_gpu_check_runs_on_cpu_and_prints_one_json_line_per_figure():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
-    cmd = ["bash", "benchmark/gpu_check.sh", "--device", "cpu", "--tiny", "--methods", "spos,dna"]
+    cmd = ["bash", "benchmark/gpu_check.sh", "--device", "cpu", "--tiny", "--methods", "spos"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -22,7 +22,6 @@ def test_gpu_check_runs_on_cpu_and_prints_one_json_line_per_figure():
     throughput = {(f["method"], f["loop"], f["amp"]) for f in lines if f["figure"] == "supernet_img_s"}
     for amp in ("off", "bf16"):
         assert ("spos", "supernet", amp) in throughput
-        assert {("dna", loop, amp) for loop in ("teacher", "block0")} <= throughput
     assert all(f["value"] > 0 for f in lines if f["figure"] == "supernet_img_s")
     assert {f["loader"] for f in lines if f["figure"] == "decode_img_s"} == {"old", "new", "device"}
     assert {f["amp"] for f in lines if f["figure"] == "retrain_step_s"} == {"off", "bf16"}

@@ -30,6 +30,7 @@ def test_ranks_without_a_shared_folder_stop_with_one_line_and_never_hang(tmp_pat
             "LOCAL_RANK": "0",
             "WORLD_SIZE": "2",
             "LOCAL_WORLD_SIZE": "1",
+            "ENNAS_SHARED_WAIT_S": "2",  # the file never comes: no need to wait the default 10 s
         }
         cmd = [sys.executable, "-m", "benchmark.run", *SMOKE, "--run-dir", str(tmp_path / f"node{rank}")]
         procs.append(

@@ -127,7 +127,7 @@ def broadcast_object(obj):
     return box[0]
 
 
-def check_shared_folder(folder: Path, wait_s: float = 10.0) -> None:
+def check_shared_folder(folder: Path, wait_s: float | None = None) -> None:
     """A one-line ConfigError on every rank unless every rank reads in `folder` what rank 0 wrote there.
 
     Rank 0 alone writes results and checkpoints, and every rank resumes from them, so a multi-node run needs
@@ -136,6 +136,8 @@ def check_shared_folder(folder: Path, wait_s: float = 10.0) -> None:
     """
     if not dist.is_initialized():
         return
+    if wait_s is None:  # ENNAS_SHARED_WAIT_S: longer for slow network filesystems, shorter in tests
+        wait_s = float(os.environ.get("ENNAS_SHARED_WAIT_S", "10"))
     token = broadcast_object(uuid.uuid4().hex)
     probe = Path(folder) / f".shared_check_{token[:8]}"
     if is_main():
