@@ -223,6 +223,13 @@ def epoch_loader(ctx: RunContext, plan: EpochPlan, epoch: int, skip_steps: int, 
     return ctx.loaders[key].epoch(epoch, skip_steps * per_rank, steps * per_rank)
 
 
+def loop_scaler(ctx: RunContext, loop: Loop) -> torch.amp.GradScaler:
+    """The loop's gradient scaler, made once for the run's precision (enabled for fp16 only)."""
+    if loop.scaler is None:
+        loop.scaler = grad_scaler(ctx.device, amp_dtype(ctx.cfg.amp, ctx.device))
+    return loop.scaler
+
+
 def train_step(ctx: RunContext, loop: Loop, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int) -> dict:
     """One optimiser step on one batch; returns the policy's batch statistics plus the rank-averaged loss.
 
@@ -239,7 +246,7 @@ def train_step(ctx: RunContext, loop: Loop, x: torch.Tensor, y: torch.Tensor, ep
         x = x.contiguous(memory_format=torch.channels_last)
     paths = loop.policy.sample_paths(path_rng(ctx.cfg.seed, epoch, step), epoch, step)
     lr, k, dtype = loop.optimizer.param_groups[0]["lr"], loop.plan.accumulate, amp_dtype(ctx.cfg.amp, ctx.device)
-    scaler = loop.scaler or grad_scaler(ctx.device, None)
+    scaler = loop_scaler(ctx, loop)
     scale = scaler.get_scale() if scaler.is_enabled() else 1.0
     # set_to_none: operators off the path keep grad None, so SGD moves them by neither momentum nor decay
     loop.optimizer.zero_grad(set_to_none=True)
@@ -320,8 +327,7 @@ def train_epochs(ctx: RunContext, loop: Loop, log_name: str = "train_log.jsonl")
     """
     check_batch(loop.plan, loop.name)
     dtype = amp_dtype(ctx.cfg.amp, ctx.device)
-    if loop.scaler is None:
-        loop.scaler = grad_scaler(ctx.device, dtype)
+    loop_scaler(ctx, loop)  # before the checkpoint restores its state
     start_epoch, start_step, sums = checkpoint.load(ctx, loop)
     log_path: Path = ctx.file(log_name)
     others = [r for r in read_jsonl(log_path) if r.get("stage") != loop.name]
