@@ -45,6 +45,7 @@ from ennas.core.context import RunContext
 from ennas.core.evaluate import evaluate
 from ennas.core.io import read_json, write_json, write_text
 from ennas.core.loop import TrainingDiverged
+from ennas.core.resume import flatten
 from ennas.core.retrain import load_retrained, retrain
 from ennas.data import DataError
 from spaces.arch import Arch, decode, encode, sample_uniform
@@ -53,6 +54,8 @@ from spaces.registry import SpaceSpec, get_space, list_spaces
 ARCH_SEED = 20_240_917  # the architectures' draw; fixed so that every rerun and machine draws the same list
 BAND_FRACTION = 0.75  # default band: [0.75 x budget, budget]
 COLUMNS = ("arch", "seed", "test_top1", "search_top1", "mflops", "params", "seconds")
+# Data settings that say where and how fast, not what is trained on: never part of a fingerprint.
+MACHINE_DATA_SETTINGS = ("root", "num_workers", "host_cache_gib")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -117,7 +120,7 @@ def layout_digest(space: SpaceSpec) -> str:
 def training_fingerprint(cfg: RunConfig) -> dict:
     """What decides one training's result: space and its layout, recipe and data (not the machine, root or
     worker count)."""
-    data = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in ("root", "num_workers")}
+    data = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in MACHINE_DATA_SETTINGS}
     values = {
         "space": cfg.space,
         "scale": cfg.scale,
@@ -143,10 +146,22 @@ def check_made_alike(sidecar: Path, expected: dict, what: str, advice: str) -> d
     if not sidecar.exists():
         return {}
     made = read_json(sidecar)
-    for key, value in expected.items():
-        if made.get(key) != value:
-            raise ConfigError(f"{what} was made with {key} = {made.get(key)}, not {value}; {advice}")
+    stored, added_later = flatten(made), fingerprint_defaults()
+    missing = object()
+    for key, value in flatten(expected).items():
+        # A setting the record lacks was added to the suite after it was made: it counts as its default, which
+        # is the behaviour before it (as a run's resume does), so a ground truth in progress survives upgrades.
+        was = stored.get(key, added_later.get(key, missing))
+        if was != value:
+            raise ConfigError(f"{what} was made with {key} = {None if was is missing else was}, not {value}; {advice}")
     return made
+
+
+def fingerprint_defaults() -> dict:
+    """The training fingerprint's recipe and data settings at their defaults, as dotted keys in JSON form."""
+    cfg = RunConfig()
+    data = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in MACHINE_DATA_SETTINGS}
+    return flatten(json.loads(json.dumps({"recipe": dataclasses.asdict(cfg.retrain), "data": data})))
 
 
 def read_rows(path: Path) -> list[dict]:

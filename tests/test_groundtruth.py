@@ -203,3 +203,20 @@ def test_fidelity_ranks_dna_with_its_own_scorer_the_summed_block_ratings(smoke_r
     memo = {m["arch"]: m["score"] for m in read_jsonl(run / "ranking_scores.jsonl")}
     assert memo == {a: searched[a] for a in archs}
     assert {r["predictor"] for r in found} >= {"supernet", "flops", "ceiling"}
+
+
+def test_a_record_made_before_a_setting_existed_is_continued(truth, preset, tmp_path, monkeypatch, capsys):
+    """Settings added to the suite later (retrain.accumulate, data.decode) count as their defaults, so a ground
+    truth computed over several sessions survives the upgrade; a non-default value of one is still refused."""
+    root = tmp_path / "old"
+    shutil.copytree(truth, root)
+    for record in (root / "gt.csv.json", root / "work" / "groundtruth.json"):
+        made = read_json(record)
+        del made["recipe"]["accumulate"], made["data"]["decode"]
+        record.write_text(json.dumps(made))
+    before = (root / "gt.csv").read_bytes()
+    monkeypatch.setattr(gt, "train_one", lambda *a: pytest.fail("a finished (arch, seed) was trained again"))
+    assert gt.main(args(preset, root, "--archs", "3", "--seeds", "2")) == 0
+    assert (root / "gt.csv").read_bytes() == before
+    assert gt.main(args(preset, root, "--archs", "3", "--set", "retrain.accumulate=2")) == 2
+    assert "was made with recipe.accumulate = 1, not 2" in capsys.readouterr().err
