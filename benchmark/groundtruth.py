@@ -117,16 +117,20 @@ def layout_digest(space: SpaceSpec) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=repr).encode()).hexdigest()[:16]
 
 
+def recipe_and_data(cfg: RunConfig) -> dict:
+    """The training recipe and the data settings that change what is trained on: part of every fingerprint."""
+    data = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in MACHINE_DATA_SETTINGS}
+    return {"recipe": dataclasses.asdict(cfg.retrain), "data": data}
+
+
 def training_fingerprint(cfg: RunConfig) -> dict:
     """What decides one training's result: space and its layout, recipe and data (not the machine, root or
     worker count)."""
-    data = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in MACHINE_DATA_SETTINGS}
     values = {
         "space": cfg.space,
         "scale": cfg.scale,
         "layout": layout_digest(get_space(cfg.space, cfg.scale)),
-        "recipe": dataclasses.asdict(cfg.retrain),
-        "data": data,
+        **recipe_and_data(cfg),
     }
     return json.loads(json.dumps(values))  # as it reads back from JSON (tuples become lists)
 
@@ -159,9 +163,7 @@ def check_made_alike(sidecar: Path, expected: dict, what: str, advice: str) -> d
 
 def fingerprint_defaults() -> dict:
     """The training fingerprint's recipe and data settings at their defaults, as dotted keys in JSON form."""
-    cfg = RunConfig()
-    data = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in MACHINE_DATA_SETTINGS}
-    return flatten(json.loads(json.dumps({"recipe": dataclasses.asdict(cfg.retrain), "data": data})))
+    return flatten(json.loads(json.dumps(recipe_and_data(RunConfig()))))
 
 
 def read_rows(path: Path) -> list[dict]:
