@@ -258,14 +258,16 @@ def execute(tasks: list[Task], jobs: int, preset: str, out: Path | None, debug: 
     pending = [t for t, s in zip(tasks, statuses) if s != "done"]
     threads = tasks[0].threads or torch.get_num_threads()
     if main:
-        print(harness.start_line(preset, statuses, jobs, threads, out or tasks[0].folder), flush=True)
+        labels = [t.run.label for t in tasks]
+        print(harness.start_line(preset, statuses, jobs, threads, out or tasks[0].folder, labels), flush=True)
         warning = harness.load_warning(tasks[0].cfg.device, len(pending))
         if warning:
             print(warning, file=sys.stderr, flush=True)
         if out is not None:
             harness.write_plan(out, preset, [t.run for t in tasks])
     rows = {t.folder: earlier_row(t, preset) for t, s in zip(tasks, statuses) if s == "done"}
-    for i, row in enumerate(run_tasks(pending, jobs, preset, debug), start=1):
+    order = harness.longest_first(pending, preset) if jobs > 1 else pending  # one job: the plan's order
+    for i, row in enumerate(run_tasks(order, jobs, preset, debug), start=1):
         rows[row["folder"]] = row
         if main:
             progress(i, len(pending), row)

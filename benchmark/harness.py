@@ -22,9 +22,21 @@ from spaces.registry import list_spaces
 # Variants run beside the methods: label -> (method, overrides).
 VARIANTS: dict[str, tuple[str, dict]] = {"ennas-beta0": ("ennas", {"ennas": {"beta": 0.0}})}
 PAPER_SPACES = ("s1", "s2", "s3")  # what `--space all` means: the paper's Table 1
-# Wall seconds of one run on this project's 2-core machine, one thread, two runs at a time (README): for the
-# start line's estimate only.
-RUN_SECONDS = {"smoke": 20.0, "proxy": 1010.0}
+# Wall seconds of one run per label on this project's 2-core machine, one thread, two runs at a time: for the
+# start line's estimate and the longest-first order only. proxy: the seed-2 reference runs (results/README.md,
+# `--jobs 2`, nothing else running); a label without its own figure takes the preset's "*".
+RUN_SECONDS = {
+    "smoke": {"*": 20.0},
+    "proxy": {
+        "spos": 1002.0,
+        "cream": 1224.0,
+        "dna": 1356.0,
+        "ennas": 1290.0,
+        "ennas-wo-ds": 1368.0,
+        "ennas-beta0": 1338.0,
+        "*": 1263.0,
+    },
+}
 PLANNED = {"method": "--method", "space": "--space", "seed": "--seeds"}  # settings the plan itself decides
 
 
@@ -202,24 +214,55 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def estimate(preset: str, todo: int, jobs: int) -> str:
-    """The start line's expected duration, from measured per-run times where this preset has one."""
-    if todo == 0:
+def expected_seconds(preset: str, label: str) -> float | None:
+    """The measured wall seconds of one `label` run of `preset`, or None where this preset has no figure."""
+    measured = RUN_SECONDS.get(preset)
+    return None if measured is None else measured.get(label, measured["*"])
+
+
+def longest_first(runs: list, preset: str) -> list:
+    """The runs (anything with `.label`, or PlannedRun under `.run`) ordered by expected duration, longest first.
+
+    With J workers taking runs in this order, the short runs fill the gaps at the end instead of one long run
+    finishing alone (the classic longest-processing-time rule); ties keep the plan's order.
+    """
+
+    def seconds(item) -> float:
+        label = getattr(item, "run", item).label
+        return expected_seconds(preset, label) or 0.0
+
+    return sorted(runs, key=seconds, reverse=True)
+
+
+def makespan(durations: list[float], jobs: int) -> float:
+    """Wall time of `durations` taken in order by `jobs` workers, each starting the next run when free."""
+    workers = [0.0] * max(1, jobs)
+    for d in durations:
+        workers[workers.index(min(workers))] += d
+    return max(workers)
+
+
+def estimate(preset: str, labels: list[str], jobs: int) -> str:
+    """The start line's expected duration of the runs still to do (`labels`), from measured per-label times."""
+    if not labels:
         return "nothing to run"
     if preset not in RUN_SECONDS:
         return "duration unknown for this preset"
-    seconds = RUN_SECONDS[preset] * -(-todo // jobs)
-    return f"expected about {seconds / 60:.0f} min (measured {RUN_SECONDS[preset] / 60:.1f} min per {preset} run)"
+    durations = sorted((expected_seconds(preset, label) for label in labels), reverse=True)
+    seconds = makespan(durations, jobs)
+    return f"expected about {seconds / 60:.0f} min ({sum(durations) / 60:.0f} run-minutes measured on 2 cores)"
 
 
-def start_line(preset: str, statuses: list[str], jobs: int, threads: int, out: Path) -> str:
-    """How many runs the plan has, how far they got, how they will run and how long that should take."""
+def start_line(preset: str, statuses: list[str], jobs: int, threads: int, out: Path, labels: list[str]) -> str:
+    """How many runs the plan has, how far they got, how they will run and how long that should take (`labels`:
+    each planned run's label, in the order of `statuses`)."""
     count = {s: statuses.count(s) for s in ("done", "partial", "failed", "todo")}
+    todo = [label for label, status in zip(labels, statuses, strict=True) if status != "done"]
     failed = f", {count['failed']} failed before" if count["failed"] else ""
     return (
         f"plan: {len(statuses)} run{'s' * (len(statuses) != 1)} of preset {preset}: {count['done']} done, {count['partial']} partial{failed}, "
         f"{count['todo']} todo; {jobs} job(s) x {threads} thread(s); "
-        f"{estimate(preset, len(statuses) - count['done'], jobs)} -> {out}"
+        f"{estimate(preset, todo, jobs)} -> {out}"
     )
 
 

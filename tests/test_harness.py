@@ -101,6 +101,43 @@ def test_run_status(tmp_path):
     assert harness.run_status(run) == "done"
 
 
+def test_makespan_of_workers_taking_runs_in_order():
+    assert harness.makespan([], 2) == 0.0
+    assert harness.makespan([5.0, 4.0, 3.0], 1) == 12.0
+    assert harness.makespan([5.0, 4.0, 3.0], 2) == 7.0  # 5 | 4+3
+    assert harness.makespan([3.0, 4.0, 5.0], 2) == 8.0  # 3+5 | 4: the order matters
+    assert harness.makespan([2.0, 2.0], 8) == 2.0
+
+
+def test_longest_first_orders_by_measured_label_time_and_keeps_ties_in_plan_order():
+    runs = harness.plan_runs(["spos", "dna", "ennas-wo-ds", "cream"], ["s1"], [0, 1])
+    ordered = [r.name for r in harness.longest_first(runs, "proxy")]
+    assert ordered == [
+        "ennas-wo-ds-s1-seed0",
+        "ennas-wo-ds-s1-seed1",
+        "dna-s1-seed0",
+        "dna-s1-seed1",
+        "cream-s1-seed0",
+        "cream-s1-seed1",
+        "spos-s1-seed0",
+        "spos-s1-seed1",
+    ]
+    assert harness.longest_first(runs, "smoke") == runs  # one figure for every label
+    assert harness.longest_first(runs, "my-preset.json") == runs  # no figure at all
+
+
+def test_the_estimate_packs_the_runs_left_longest_first():
+    proxy = harness.RUN_SECONDS["proxy"]
+    labels = ["spos", "ennas", "ennas"]
+    expected = max(proxy["ennas"] + proxy["spos"], proxy["ennas"]) / 60
+    assert harness.estimate("proxy", labels, 2).startswith(f"expected about {expected:.0f} min")
+    assert harness.estimate("proxy", ["new-variant"], 1).startswith(f"expected about {proxy['*'] / 60:.0f} min")
+    assert harness.estimate("proxy", [], 2) == "nothing to run"
+    assert harness.estimate("imagenet", ["spos"], 1) == "duration unknown for this preset"
+    line = harness.start_line("proxy", ["done", "todo"], 1, 2, "out", ["ennas", "spos"])
+    assert f"expected about {proxy['spos'] / 60:.0f} min" in line  # the finished ennas run is not counted
+
+
 # --- the CLI -------------------------------------------------------------------------------------------
 def cli(*args) -> tuple[int, str, str]:
     """benchmark.run in this process: exit status, stdout, stderr."""
@@ -247,6 +284,20 @@ def test_jobs_2_gives_the_results_of_jobs_1(pair, tmp_path):
     assert "2 job(s) x 1 thread(s)" in out.splitlines()[0]
     for name in ("spos-s1-seed0", "cream-s1-seed0"):
         same_run(tmp_path / "two" / name, pair[0] / name)
+
+
+def test_workers_take_the_longest_runs_first_and_one_job_keeps_the_plan_order(tmp_path, monkeypatch):
+    started = []
+
+    def record(tasks, jobs, preset, debug):
+        started.append([t.run.label for t in tasks])
+        return iter(())  # nothing runs: the order is what is tested
+
+    monkeypatch.setattr("benchmark.execute.run_tasks", record)
+    monkeypatch.setitem(harness.RUN_SECONDS, "smoke", {"dna": 30.0, "cream": 20.0, "*": 10.0})
+    for jobs in ("2", "1"):
+        cli("--method", "spos,cream,dna", "--out", str(tmp_path / jobs), "--jobs", jobs)
+    assert started == [["dna", "cream", "spos"], ["spos", "cream", "dna"]]
 
 
 @pytest.mark.parametrize(
