@@ -266,7 +266,8 @@ def execute(tasks: list[Task], jobs: int, preset: str, out: Path | None, debug: 
         if out is not None:
             harness.write_plan(out, preset, [t.run for t in tasks])
     rows = {t.folder: earlier_row(t, preset) for t, s in zip(tasks, statuses) if s == "done"}
-    order = harness.longest_first(pending, preset) if jobs > 1 else pending  # one job: the plan's order
+    # Workers take the longest runs first; one job keeps the plan's order.
+    order = harness.longest_first(pending, preset, label=lambda t: t.run.label) if jobs > 1 else pending
     for i, row in enumerate(run_tasks(order, jobs, preset, debug), start=1):
         rows[row["folder"]] = row
         if main:

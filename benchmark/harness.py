@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {"ennas-beta0": ("ennas", {"ennas": {"be
 PAPER_SPACES = ("s1", "s2", "s3")  # what `--space all` means: the paper's Table 1
 # Wall seconds of one run per label on this project's 2-core machine, one thread, two runs at a time: for the
 # start line's estimate and the longest-first order only. proxy: the seed-2 reference runs (results/README.md,
-# `--jobs 2`, nothing else running); a label without its own figure takes the preset's "*".
+# `--jobs 2`, nothing else running); a label without its own figure takes the preset's "*" (proxy: their mean).
 RUN_SECONDS = {
     "smoke": {"*": 20.0},
     "proxy": {
@@ -220,18 +221,13 @@ def expected_seconds(preset: str, label: str) -> float | None:
     return None if measured is None else measured.get(label, measured["*"])
 
 
-def longest_first(runs: list, preset: str) -> list:
-    """The runs (anything with `.label`, or PlannedRun under `.run`) ordered by expected duration, longest first.
+def longest_first(items: list, preset: str, label: Callable[[object], str] = lambda run: run.label) -> list:
+    """`items` (PlannedRuns by default; `label` names each one's label) ordered by expected duration, longest first.
 
     With J workers taking runs in this order, the short runs fill the gaps at the end instead of one long run
     finishing alone (the classic longest-processing-time rule); ties keep the plan's order.
     """
-
-    def seconds(item) -> float:
-        label = getattr(item, "run", item).label
-        return expected_seconds(preset, label) or 0.0
-
-    return sorted(runs, key=seconds, reverse=True)
+    return sorted(items, key=lambda item: expected_seconds(preset, label(item)) or 0.0, reverse=True)
 
 
 def makespan(durations: list[float], jobs: int) -> float:
@@ -248,7 +244,7 @@ def estimate(preset: str, labels: list[str], jobs: int) -> str:
         return "nothing to run"
     if preset not in RUN_SECONDS:
         return "duration unknown for this preset"
-    durations = sorted((expected_seconds(preset, label) for label in labels), reverse=True)
+    durations = [expected_seconds(preset, label) for label in longest_first(labels, preset, label=str)]
     seconds = makespan(durations, jobs)
     return f"expected about {seconds / 60:.0f} min ({sum(durations) / 60:.0f} run-minutes measured on 2 cores)"
 
