@@ -14,6 +14,7 @@ from torch import nn
 from spaces.arch import Arch, check_arch
 from spaces.ops import Classifier, ConvBnAct, DepthwiseSeparable, build_op, init_weights
 from spaces.registry import LayerSpec, SpaceSpec
+from spaces.shared import ConvBank, shared_candidates
 
 
 def build_stem(space: SpaceSpec, in_chans: int) -> nn.Sequential:
@@ -51,11 +52,17 @@ def build_tail(space: SpaceSpec, num_classes: int) -> nn.Sequential:
 
 
 class ChoiceLayer(nn.Module):
-    """One searchable layer: every candidate maps the same input shape to the same output shape."""
+    """One searchable layer: every candidate maps the same input shape to the same output shape.
 
-    def __init__(self, layer: LayerSpec):
+    With `sharing` other than "none", some candidates are slices of one weight bank (`spaces.shared`).
+    """
+
+    def __init__(self, layer: LayerSpec, sharing: str = "none"):
         super().__init__()
-        self.candidates = nn.ModuleList(build_op(c, layer.in_chs, layer.out_chs, layer.stride) for c in layer.choices)
+        shared = shared_candidates(layer.choices, layer.in_chs, layer.out_chs, layer.stride, sharing)
+        self.candidates = nn.ModuleList(
+            shared.get(i) or build_op(c, layer.in_chs, layer.out_chs, layer.stride) for i, c in enumerate(layer.choices)
+        )
 
     def forward(self, x: torch.Tensor, choice: int) -> torch.Tensor:
         return self.candidates[choice](x)
@@ -64,15 +71,19 @@ class ChoiceLayer(nn.Module):
 class SuperNet(nn.Module):
     """All candidates of a space with shared stem and tail; a forward pass takes the path to run."""
 
-    def __init__(self, space: SpaceSpec, num_classes: int, in_chans: int = 3):
+    def __init__(self, space: SpaceSpec, num_classes: int, in_chans: int = 3, sharing: str = "none"):
         super().__init__()
         self.space = space
+        self.sharing = sharing
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.stem = build_stem(space, in_chans)
-        self.layers = nn.ModuleList(ChoiceLayer(layer) for layer in space.layers)
+        self.layers = nn.ModuleList(ChoiceLayer(layer, sharing) for layer in space.layers)
         self.tail = build_tail(space, num_classes)
         init_weights(self)
+        for module in self.modules():  # after init_weights: with sharing "none" the RNG stream is unchanged
+            if isinstance(module, ConvBank):
+                module.reset_parameters()
 
     def forward(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
         check_arch(self.space, arch)
@@ -89,7 +100,9 @@ class SuperNet(nn.Module):
 
     def extract(self, arch: Arch) -> nn.Sequential:
         """An ordinary stand-alone network with copied weights, equal to the path in eval mode."""
-        return nn.Sequential(*(copy.deepcopy(m) for m in self.path_modules(arch)))
+        return nn.Sequential(
+            *(m.standalone() if hasattr(m, "standalone") else copy.deepcopy(m) for m in self.path_modules(arch))
+        )
 
 
 def build_network(space: SpaceSpec, arch: Arch, num_classes: int, in_chans: int = 3) -> nn.Sequential:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ennas.core.search import EvolutionConfig
 from spaces.registry import SCALES
+from spaces.shared import SHARING
 
 
 class ConfigError(ValueError):
@@ -87,6 +88,9 @@ class SupernetConfig:
     # 0-based epochs after which the weights are kept as snapshots/supernet_epoch{E}.pt (ranking fidelity over
     # training, benchmark.fidelity); () for none
     snapshot_epochs: tuple[int, ...] = ()
+    # how candidates share weights (spaces.shared): "none" (SPOS: each its own), "expand" (e3/e6 of one kernel
+    # are slices of one bank), "expand+kernel" (all expanded MBConvs of a layer, smaller kernels as centres)
+    sharing: str = "none"
 
 
 @dataclass(frozen=True)
@@ -299,6 +303,7 @@ def validate(cfg: RunConfig) -> None:
         (cfg.device in ("auto", "cpu", "cuda"), "device must be auto, cpu or cuda"),
         (cfg.amp in ("auto", "bf16", "fp16", "off"), f"amp must be auto, bf16, fp16 or off, got {cfg.amp!r}"),
         (cfg.supernet.accumulate >= 1, "supernet.accumulate must be >= 1"),
+        (cfg.supernet.sharing in SHARING, f"supernet.sharing must be one of {', '.join(SHARING)}"),
         (cfg.retrain.accumulate >= 1, "retrain.accumulate must be >= 1"),
     ]
     band = cfg.supernet.flops_band

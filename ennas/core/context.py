@@ -67,7 +67,8 @@ class RunContext:
     def supernet(self) -> SuperNet:
         """The weight-sharing supernet, initialised from the run's seed (built on first use)."""
         seed_torch(self.cfg.seed, "init")
-        net = SuperNet(self.space, self.data.num_classes, self.data.in_chans).to(self.device)
+        net = SuperNet(self.space, self.data.num_classes, self.data.in_chans, self.cfg.supernet.sharing)
+        net = net.to(self.device)
         if self.cfg.channels_last:
             net = net.to(memory_format=torch.channels_last)
         return net
