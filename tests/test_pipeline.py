@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.run import main as run_main
 from ennas.core.io import read_json, read_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
@@ -133,14 +134,23 @@ def test_no_half_written_files_after_a_kill(tmp_path):
         (["--set", "search.flops_budget=1000"], "below the cheapest architecture", 2),
     ],
 )
-def test_bad_input_gives_one_line_error(tmp_path, args, message, status):
-    proc = run_cli([*SMOKE, "--run-dir", str(tmp_path / "x"), *args], check=False)
-    assert proc.returncode == status, proc.stderr[-2000:]
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+def test_bad_input_gives_one_line_error(tmp_path, capsys, args, message, status):
+    # In-process (a child process per case costs seconds of imports); an uncaught exception fails the test,
+    # and test_bad_input_in_a_real_process covers the process boundary once.
+    assert run_main([*SMOKE, "--run-dir", str(tmp_path / "x"), *args]) == status
+    stderr = capsys.readouterr().err
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], stderr[-2000:]
     if "budget" in message:
         assert not (tmp_path / "x" / "supernet_checkpoint.pt").exists(), "the budget check must precede any work"
+
+
+def test_bad_input_in_a_real_process_exits_2_with_one_line_and_no_traceback(tmp_path):
+    proc = run_cli([*SMOKE, "--run-dir", str(tmp_path / "x"), "--set", "supernet.nope=1"], check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "unknown setting 'supernet.nope'" in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
 
 
 def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path):

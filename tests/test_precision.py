@@ -78,8 +78,10 @@ def test_amp_settings_resolve_per_device():
     assert run_main(["--method", "spos", "--preset", "smoke", "--set", "amp=fp32"]) == 2
 
 
-@pytest.mark.parametrize("method", ["spos", "cream", "dna", "ennas-wo-ds", "ennas", "ennas-beta0"])
-def test_bf16_autocast_runs_every_method_on_cpu_without_nan(method, tmp_path):
+# One run per trainer: ennas-wo-ds and ennas-beta0 train with ennas' trainer and differ only in the sampler,
+# which autocast does not touch.
+@pytest.mark.parametrize("method", ["spos", "cream", "dna", "ennas"])
+def test_bf16_autocast_runs_every_trainer_on_cpu_without_nan(method, tmp_path):
     out = tmp_path / "run"
     short = [f"--set={k}" for k in ("retrain.epochs=1", "search.generations=0", "search.random_baseline=false")]
     short += ["--set", "amp=bf16"]
