@@ -5,7 +5,7 @@ so an e6 block, with six times an e1 block's parameters, is the least trained re
 On the proxy the stand-alone ground truth rewards expansion and the supernets' scores barely do
 (`results/proxy/calibration.md` §7). Slimmable networks and OFA share instead:
 - `"expand"`: the candidates of one kernel size that have an expansion conv (e3, e6 in s1) use the first
-  `in x e` hidden channels of one bank at the widest expansion (expansion, depthwise and projection weights),
+  `in x e` hidden channels of tied weights at the widest expansion (expansion, depthwise and projection weights),
   so every step on either trains the narrow part of both;
 - `"expand+kernel"`: also across kernel sizes; a k x k depthwise filter is the centre of the widest
   kernel's (OFA's elastic kernel, without its kernel transform matrices).
@@ -27,41 +27,64 @@ from spaces.ops import MBConv, activation
 SHARING = ("none", "expand", "expand+kernel")
 
 
-class ConvBank(nn.Module):
-    """The conv weights of the widest shared candidate: expansion 1x1, depthwise k x k, projection 1x1."""
+def shared_weights(in_chs: int, out_chs: int, kernel: int, mid: int) -> tuple[nn.Parameter, ...]:
+    """The conv weights of a group's widest candidate: expansion 1x1, depthwise k x k, projection 1x1.
 
-    def __init__(self, in_chs: int, out_chs: int, kernel: int, mid: int):
-        super().__init__()
-        self.expand = nn.Parameter(torch.empty(mid, in_chs, 1, 1))
-        self.dw = nn.Parameter(torch.empty(mid, 1, kernel, kernel))
-        self.project = nn.Parameter(torch.empty(out_chs, mid, 1, 1))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """He fan-out, as `init_weights` gives an `nn.Conv2d` of the widest candidate's shape."""
-        for weight in (self.expand, self.dw, self.project):
-            nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu")
+    Plain Parameters registered in every member (tied weights, which `torch.func.functional_call` and the
+    optimisers handle), not one module registered under several names: `functional_call` (Cream's
+    simulated step) does not restore a module that appears at several paths.
+    """
+    shapes = ((mid, in_chs, 1, 1), (mid, 1, kernel, kernel), (out_chs, mid, 1, 1))
+    weights = tuple(nn.Parameter(torch.empty(shape)) for shape in shapes)
+    for (
+        weight
+    ) in weights:  # drawn at construction too, as nn.Conv2d does, so the RNG stream is a fixed function of the space
+        nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu")
+    return weights
 
 
 class SlicedMBConv(nn.Module):
-    """An MBConv (no SE) whose conv weights are the first channels and central taps of a `ConvBank`."""
+    """An MBConv (no SE) whose conv weights are the first channels and central taps of shared weights.
 
-    def __init__(self, bank: ConvBank, in_chs: int, out_chs: int, stride: int, kernel: int, expand: int, act: str):
+    `owner` marks the one member of a group that initialises the shared weights (`reset_shared`).
+    """
+
+    def __init__(
+        self,
+        weights: tuple[nn.Parameter, ...],
+        in_chs: int,
+        out_chs: int,
+        stride: int,
+        kernel: int,
+        expand: int,
+        act: str,
+        owner: bool,
+    ):
         super().__init__()
-        self.bank = bank
+        self.expand_weight, self.dw_weight, self.project_weight = weights
         self.in_chs, self.out_chs, self.stride, self.kernel, self.expand_ratio = in_chs, out_chs, stride, kernel, expand
-        self.act_name = act
+        self.act_name, self.owner = act, owner
         mid = in_chs * expand
         self.expand_bn, self.expand_act = nn.BatchNorm2d(mid), activation(act)
         self.dw_bn, self.dw_act = nn.BatchNorm2d(mid), activation(act)
         self.project_bn = nn.BatchNorm2d(out_chs)
         self.residual = stride == 1 and in_chs == out_chs
 
+    def reset_shared(self) -> None:
+        """He fan-out, as `init_weights` gives an `nn.Conv2d` of the widest member's shape (owner only)."""
+        if self.owner:
+            for weight in (self.expand_weight, self.dw_weight, self.project_weight):
+                nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu")
+
     def weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """This candidate's slices of the bank: expansion, depthwise, projection."""
+        """This candidate's slices of the shared weights: expansion, depthwise, projection."""
         mid, k = self.in_chs * self.expand_ratio, self.kernel
-        off = (self.bank.dw.shape[-1] - k) // 2
-        return self.bank.expand[:mid], self.bank.dw[:mid, :, off : off + k, off : off + k], self.bank.project[:, :mid]
+        off = (self.dw_weight.shape[-1] - k) // 2
+        return (
+            self.expand_weight[:mid],
+            self.dw_weight[:mid, :, off : off + k, off : off + k],
+            self.project_weight[:, :mid],
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w_expand, w_dw, w_project = self.weights()
@@ -80,7 +103,7 @@ class SlicedMBConv(nn.Module):
                 conv.weight.copy_(weight)
         for target, source in bns:
             target.load_state_dict(source.state_dict())
-        return net.to(self.bank.expand.device)
+        return net.to(self.expand_weight.device)
 
 
 def shared_candidates(choices: tuple[dict, ...], in_chs: int, out_chs: int, stride: int, sharing: str) -> dict:
@@ -100,7 +123,9 @@ def shared_candidates(choices: tuple[dict, ...], in_chs: int, out_chs: int, stri
             raise ValueError(
                 f"candidates {[s['name'] for s in specs]} cannot share weights (activation or kernel centre)"
             )
-        bank = ConvBank(in_chs, out_chs, kernel, in_chs * max(s["expand"] for s in specs))
-        for i, s in zip(members, specs, strict=True):
-            built[i] = SlicedMBConv(bank, in_chs, out_chs, stride, s["kernel"], s["expand"], acts.copy().pop())
+        weights = shared_weights(in_chs, out_chs, kernel, in_chs * max(s["expand"] for s in specs))
+        for n, (i, s) in enumerate(zip(members, specs, strict=True)):
+            built[i] = SlicedMBConv(
+                weights, in_chs, out_chs, stride, s["kernel"], s["expand"], acts.copy().pop(), n == 0
+            )
     return built

@@ -14,7 +14,7 @@ from torch import nn
 from spaces.arch import Arch, check_arch
 from spaces.ops import Classifier, ConvBnAct, DepthwiseSeparable, build_op, init_weights
 from spaces.registry import LayerSpec, SpaceSpec
-from spaces.shared import ConvBank, shared_candidates
+from spaces.shared import SlicedMBConv, shared_candidates
 
 
 def build_stem(space: SpaceSpec, in_chans: int) -> nn.Sequential:
@@ -82,8 +82,8 @@ class SuperNet(nn.Module):
         self.tail = build_tail(space, num_classes)
         init_weights(self)
         for module in self.modules():  # after init_weights: with sharing "none" the RNG stream is unchanged
-            if isinstance(module, ConvBank):
-                module.reset_parameters()
+            if isinstance(module, SlicedMBConv):
+                module.reset_shared()
 
     def forward(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
         check_arch(self.space, arch)
