@@ -36,11 +36,14 @@ def shared_weights(in_chs: int, out_chs: int, kernel: int, mid: int) -> tuple[nn
     """
     shapes = ((mid, in_chs, 1, 1), (mid, 1, kernel, kernel), (out_chs, mid, 1, 1))
     weights = tuple(nn.Parameter(torch.empty(shape)) for shape in shapes)
-    for (
-        weight
-    ) in weights:  # drawn at construction too, as nn.Conv2d does, so the RNG stream is a fixed function of the space
-        nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu")
+    he_fan_out(weights)  # drawn at construction too, as nn.Conv2d does: the RNG stream is a function of the space
     return weights
+
+
+def he_fan_out(weights: tuple[nn.Parameter, ...]) -> None:
+    """He fan-out, as `init_weights` gives an `nn.Conv2d` of the widest member's shape."""
+    for weight in weights:
+        nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu")
 
 
 class SlicedMBConv(nn.Module):
@@ -71,10 +74,9 @@ class SlicedMBConv(nn.Module):
         self.residual = stride == 1 and in_chs == out_chs
 
     def reset_shared(self) -> None:
-        """He fan-out, as `init_weights` gives an `nn.Conv2d` of the widest member's shape (owner only)."""
+        """Re-draw the shared weights after `init_weights` (owner only, so once per group)."""
         if self.owner:
-            for weight in (self.expand_weight, self.dw_weight, self.project_weight):
-                nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu")
+            he_fan_out((self.expand_weight, self.dw_weight, self.project_weight))
 
     def weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """This candidate's slices of the shared weights: expansion, depthwise, projection."""
@@ -110,9 +112,11 @@ def shared_candidates(choices: tuple[dict, ...], in_chs: int, out_chs: int, stri
     """{choice index: SlicedMBConv} for the candidates `sharing` ties together; the others are built as usual."""
     if sharing not in SHARING:
         raise ValueError(f"supernet.sharing must be one of {', '.join(SHARING)}, got {sharing!r}")
+    if sharing == "none":
+        return {}
     groups: dict[object, list[int]] = {}
     for i, spec in enumerate(choices):
-        if sharing != "none" and spec["op"] == "mbconv" and spec["expand"] > 1 and not spec.get("se"):
+        if spec["op"] == "mbconv" and spec["expand"] > 1 and not spec.get("se"):
             groups.setdefault(spec["kernel"] if sharing == "expand" else "all", []).append(i)
     built = {}
     for members in groups.values():
@@ -123,9 +127,8 @@ def shared_candidates(choices: tuple[dict, ...], in_chs: int, out_chs: int, stri
             raise ValueError(
                 f"candidates {[s['name'] for s in specs]} cannot share weights (activation or kernel centre)"
             )
+        (act,) = acts
         weights = shared_weights(in_chs, out_chs, kernel, in_chs * max(s["expand"] for s in specs))
         for n, (i, s) in enumerate(zip(members, specs, strict=True)):
-            built[i] = SlicedMBConv(
-                weights, in_chs, out_chs, stride, s["kernel"], s["expand"], acts.copy().pop(), n == 0
-            )
+            built[i] = SlicedMBConv(weights, in_chs, out_chs, stride, s["kernel"], s["expand"], act, n == 0)
     return built

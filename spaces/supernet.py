@@ -54,7 +54,7 @@ def build_tail(space: SpaceSpec, num_classes: int) -> nn.Sequential:
 class ChoiceLayer(nn.Module):
     """One searchable layer: every candidate maps the same input shape to the same output shape.
 
-    With `sharing` other than "none", some candidates are slices of one weight bank (`spaces.shared`).
+    With `sharing` other than "none", some candidates are slices of tied weights (`spaces.shared`).
     """
 
     def __init__(self, layer: LayerSpec, sharing: str = "none"):
@@ -74,7 +74,6 @@ class SuperNet(nn.Module):
     def __init__(self, space: SpaceSpec, num_classes: int, in_chans: int = 3, sharing: str = "none"):
         super().__init__()
         self.space = space
-        self.sharing = sharing
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.stem = build_stem(space, in_chans)
@@ -101,7 +100,7 @@ class SuperNet(nn.Module):
     def extract(self, arch: Arch) -> nn.Sequential:
         """An ordinary stand-alone network with copied weights, equal to the path in eval mode."""
         return nn.Sequential(
-            *(m.standalone() if hasattr(m, "standalone") else copy.deepcopy(m) for m in self.path_modules(arch))
+            *(m.standalone() if isinstance(m, SlicedMBConv) else copy.deepcopy(m) for m in self.path_modules(arch))
         )
 
 

@@ -89,7 +89,7 @@ class SupernetConfig:
     # training, benchmark.fidelity); () for none
     snapshot_epochs: tuple[int, ...] = ()
     # how candidates share weights (spaces.shared): "none" (SPOS: each its own), "expand" (e3/e6 of one kernel
-    # are slices of one bank), "expand+kernel" (all expanded MBConvs of a layer, smaller kernels as centres)
+    # are slices of tied weights), "expand+kernel" (all expanded MBConvs of a layer, smaller kernels as centres)
     sharing: str = "none"
 
 
