@@ -24,18 +24,19 @@ from spaces.registry import list_spaces
 VARIANTS: dict[str, tuple[str, dict]] = {"ennas-beta0": ("ennas", {"ennas": {"beta": 0.0}})}
 PAPER_SPACES = ("s1", "s2", "s3")  # what `--space all` means: the paper's Table 1
 # Wall seconds of one run per label on this project's 2-core machine, one thread, two runs at a time: for the
-# start line's estimate and the longest-first order only. proxy: the seed-2 reference runs (results/README.md,
-# `--jobs 2`, nothing else running); a label without its own figure takes the preset's "*" (proxy: their mean).
+# start line's estimate and the longest-first order only. proxy: the seed-0 reference runs with weight sharing
+# (results/README.md, `--jobs 2`, nothing else running); a label without its own figure takes the preset's "*"
+# (proxy: their mean).
 RUN_SECONDS = {
     "smoke": {"*": 20.0},
     "proxy": {
-        "spos": 1002.0,
-        "cream": 1224.0,
-        "dna": 1356.0,
-        "ennas": 1290.0,
-        "ennas-wo-ds": 1368.0,
-        "ennas-beta0": 1338.0,
-        "*": 1263.0,
+        "spos": 792.0,
+        "cream": 1230.0,
+        "dna": 1188.0,
+        "ennas": 1176.0,
+        "ennas-wo-ds": 1122.0,
+        "ennas-beta0": 1098.0,
+        "*": 1101.0,
     },
 }
 PLANNED = {"method": "--method", "space": "--space", "seed": "--seeds"}  # settings the plan itself decides
