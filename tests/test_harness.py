@@ -109,7 +109,9 @@ def test_makespan_of_workers_taking_runs_in_order():
     assert harness.makespan([2.0, 2.0], 8) == 2.0
 
 
-def test_longest_first_orders_by_measured_label_time_and_keeps_ties_in_plan_order():
+def test_longest_first_orders_by_measured_label_time_and_keeps_ties_in_plan_order(monkeypatch):
+    times = {"ennas-wo-ds": 40.0, "dna": 30.0, "cream": 20.0, "spos": 10.0, "*": 25.0}
+    monkeypatch.setitem(harness.RUN_SECONDS, "proxy", times)
     runs = harness.plan_runs(["spos", "dna", "ennas-wo-ds", "cream"], ["s1"], [0, 1])
     ordered = [r.name for r in harness.longest_first(runs, "proxy")]
     assert ordered == [
