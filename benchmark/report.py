@@ -4,8 +4,8 @@
 
 DIR holds one `<label>-<space>-seed<N>/` folder per run (config.json, train_log.jsonl, final.json, optional
 ranking.csv, error.json if it failed) and optionally the harness's plan.json. Written into DIR: table1.csv,
-table1.md, teacher_student_gap.csv, fig1_teacher_accuracy.png, fig2_diversity.png, fig3_ranking.png (when a
-run has a ranking.csv) and REPORT.md; the same files in give the same csv/md bytes out. Claims are judged on
+table1.md, teacher_student_gap.csv, fig1_teacher_accuracy.png, fig2_diversity.png, fig3_ranking.png and
+ranking.csv (when a run has a ranking.csv) and REPORT.md; the same files in give the same csv/md bytes out. Claims are judged on
 95 % t-intervals over seeds (paired per-seed differences where two labels are compared). Bad input ends with
 one line `error: ...` and exit status 2.
 
@@ -91,6 +91,18 @@ def gap_table(res: Results) -> pd.DataFrame:
     cols = ["label", "space", "seed", "epoch", "teacher_acc", "student_acc", "gap", *SE_KEYS, "diversity"]
     df = res.logs[res.logs["teacher_acc"].notna()][cols + ["probe_sets"]]
     return df.assign(probe_sets=df["probe_sets"].round().astype("Int64")).reset_index(drop=True)
+
+
+def ranking_table(res: Results) -> pd.DataFrame:
+    """Every complete run's ranking.csv rows in one tidy table, keyed by label, space and seed first, so τ per
+    method and epoch (and the FLOPs and ceiling references) can be compared without opening each run folder."""
+    rk = res.ranking
+    if rk.empty:
+        return rk
+    keys = ["label", "space", "seed"]
+    order = display_order(rk["label"], LABELS)
+    rk = rk.assign(_order=rk["label"].map(order)).sort_values(["space", "_order", "seed"], kind="stable")
+    return rk[keys + [c for c in rk.columns if c not in keys and c != "_order"]].reset_index(drop=True)
 
 
 def _csv(df: pd.DataFrame, path: Path) -> None:
@@ -227,6 +239,11 @@ def build_report(run_dir: str | Path) -> dict:
         figures[name] = draw(res, root / name)
         if figures[name]:
             (root / name).unlink(missing_ok=True)  # no stale figure beside a report that says it was skipped
+    figures["ranking.csv"] = figures["fig3_ranking.png"]  # written exactly when fig3 can be drawn
+    if figures["ranking.csv"]:
+        (root / "ranking.csv").unlink(missing_ok=True)
+    else:
+        _csv(ranking_table(res), root / "ranking.csv")
     claims = judge_all(res)
     (root / "REPORT.md").write_text(report_md(res, table_md, claims, figures))
     names = ["table1.csv", "table1.md", "teacher_student_gap.csv", *(n for n, why in figures.items() if not why)]

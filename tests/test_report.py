@@ -217,6 +217,10 @@ def test_figures_written_and_fig3_skipped_without_ranking(tmp_path):
         assert (tmp_path / name).stat().st_size > 10_000 and out["paths"][name] == tmp_path / name
     assert not (tmp_path / "fig3_ranking.png").exists() and "fig3_ranking.png" in out["skipped"]
     assert "`fig3_ranking.png`: skipped: no run has a ranking.csv" in (tmp_path / "REPORT.md").read_text()
+    assert (
+        not (tmp_path / "ranking.csv").exists()
+        and "`ranking.csv`: skipped: no run has" in (tmp_path / "REPORT.md").read_text()
+    )
 
 
 @pytest.mark.parametrize("form", ["long", "wide"])
@@ -240,6 +244,13 @@ def test_fig3_drawn_from_ranking_csv(tmp_path, form):
     out = report.build_report(tmp_path)
     assert (tmp_path / "fig3_ranking.png").stat().st_size > 10_000 and "fig3_ranking.png" not in out["skipped"]
     assert "`fig3_ranking.png`: written" in (tmp_path / "REPORT.md").read_text()
+    combined = pd.read_csv(tmp_path / "ranking.csv")
+    assert list(combined.columns[:4]) == ["label", "space", "seed", "epoch"]
+    assert len(combined) == 2 * 2 * 2 * (3 if form == "long" else 1)  # labels × seeds × epochs (× predictors)
+    assert list(dict.fromkeys(combined["label"])) == ["spos", "ennas"], "in the report's label order"
+    first = (tmp_path / "ranking.csv").read_bytes()
+    report.build_report(tmp_path)
+    assert (tmp_path / "ranking.csv").read_bytes() == first, "the same runs give the same bytes"
 
 
 def test_old_logs_and_a_space_without_some_methods(tmp_path):
