@@ -1,6 +1,6 @@
 """How much of a supernet's ranking of the ground-truth architectures is scoring noise? (issue 13 study)
 
-    python results/proxy/calibration/score_noise.py results/proxy/spos-s1-seed0 [--weights supernet.pt]
+    python results/proxy/calibration/score_noise.py results/proxy/spos-s1-seed0 [--weights supernet.pt] [--name NAME]
 
 The search scores a candidate on `search.eval_images` (1,000) search-split images after recalibrating BN on
 `search.recal_batches` x 128 augmented images. This scores every ground-truth architecture with the run's final
@@ -9,8 +9,9 @@ with 4x as many recalibration images. It prints:
 - Kendall tau between the quarters' scores (how well one 1,000-image score ranks like another: the scoring's
   own repeatability), and the sd of a quarter's score around the architecture's 4,000-image mean;
 - tau of each variant (1,000 images as the search does, 4,000 images; 4 or 16 recal batches) against the
-  ground truth's seed-0 test top-1, and against FLOPs.
-Rows go to score_noise_<run>.jsonl beside this script (one per architecture, resumable).
+  ground truth's seed-0 test top-1 and its mean over seeds (what ranking.csv uses), and against FLOPs.
+Rows go to score_noise_<NAME>.jsonl beside this script (NAME defaults to the run folder's name; one row per
+architecture, resumable).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--weights", default="supernet.pt")
     p.add_argument("--groundtruth", type=Path, default=Path("results/proxy/groundtruth_s1.csv"))
+    p.add_argument("--name", help="names the output file (default: the run folder's name)")
     args = p.parse_args(argv)
     base = run_context(args.run_dir)
     torch.set_num_threads(1)
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     truth = pd.read_csv(args.groundtruth)
     g0 = truth[truth.seed == 0].set_index("arch")
-    out = HERE / f"score_noise_{args.run_dir.name}.jsonl"
+    out = HERE / f"score_noise_{args.name or args.run_dir.name}.jsonl"
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     done = {r["arch"] for r in rows}
     for arch in g0.index:
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             f.write(json.dumps(row) + "\n")
         print(arch, row["recal4"], row["recal16"], flush=True)
 
-    df = pd.DataFrame(rows).set_index("arch").join(g0[["test_top1", "mflops"]])
+    mean_top1 = truth.groupby("arch")["test_top1"].mean().rename("mean_top1")
+    df = pd.DataFrame(rows).set_index("arch").join(g0[["test_top1", "mflops"]]).join(mean_top1)
     for name in recal:
         q = np.array(df[name].tolist(), dtype=float) / 10  # % per quarter
         pairs = [kendalltau(q[:, i], q[:, j])[0] for i, j in itertools.combinations(range(4), 2)]
@@ -102,10 +105,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"  tau vs ground truth: first 1,000 images {kendalltau(q[:, 0], df.test_top1)[0]:.3f}, "
-            f"4,000 images {kendalltau(full, df.test_top1)[0]:.3f}; tau vs FLOPs (4,000) "
+            f"4,000 images {kendalltau(full, df.test_top1)[0]:.3f} (seed 0); against the mean over seeds: "
+            f"{kendalltau(q[:, 0], df.mean_top1)[0]:.3f}, {kendalltau(full, df.mean_top1)[0]:.3f}; tau vs FLOPs (4,000) "
             f"{kendalltau(full, df.mflops)[0]:.3f}; n = {len(df)}"
         )
-    print(f"FLOPs alone vs ground truth: tau {kendalltau(df.mflops, df.test_top1)[0]:.3f}")
+    print(
+        f"FLOPs alone vs ground truth: tau {kendalltau(df.mflops, df.test_top1)[0]:.3f} (seed 0), "
+        f"{kendalltau(df.mflops, df.mean_top1)[0]:.3f} (mean over seeds)"
+    )
     return 0
 
 
