@@ -94,15 +94,11 @@ def gap_table(res: Results) -> pd.DataFrame:
 
 
 def ranking_table(res: Results) -> pd.DataFrame:
-    """Every complete run's ranking.csv rows in one tidy table, keyed by label, space and seed first, so τ per
-    method and epoch (and the FLOPs and ceiling references) can be compared without opening each run folder."""
-    rk = res.ranking
-    if rk.empty:
-        return rk
+    """Every complete run's ranking.csv rows in one tidy table (in the report's order), keyed by label, space and
+    seed first, so τ per method and epoch (and the FLOPs and ceiling references) can be compared without opening
+    each run folder."""
     keys = ["label", "space", "seed"]
-    order = display_order(rk["label"], LABELS)
-    rk = rk.assign(_order=rk["label"].map(order)).sort_values(["space", "_order", "seed"], kind="stable")
-    return rk[keys + [c for c in rk.columns if c not in keys and c != "_order"]].reset_index(drop=True)
+    return res.ranking[keys + [c for c in res.ranking.columns if c not in keys]]
 
 
 def _csv(df: pd.DataFrame, path: Path) -> None:

@@ -37,7 +37,7 @@ class Results:
     preset: str
     runs: pd.DataFrame  # one row per run (RUN_COLUMNS), sorted by space, label, seed
     logs: pd.DataFrame  # supernet-stage epoch records of complete runs (label, space, seed, epoch, LOG_KEYS)
-    ranking: pd.DataFrame  # ranking.csv rows of complete runs, with label, space, seed
+    ranking: pd.DataFrame  # ranking.csv rows of complete runs, with label, space, seed, in the runs' order
 
     @property
     def spaces(self) -> list[str]:
@@ -199,7 +199,7 @@ def load(run_dir: str | Path) -> Results:
         raise ReportError(f"no runs in {run_dir}: no <label>-<space>-seed<N> folders and no plan.json runs")
     runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
     runs[list(NUMERIC)] = runs[list(NUMERIC)].apply(pd.to_numeric, errors="coerce").astype(float)
-    ranking = pd.concat([r for r in ranks if r is not None] or [pd.DataFrame()], ignore_index=True)
+    ranking = _sort(pd.concat([r for r in ranks if r is not None] or [pd.DataFrame()], ignore_index=True))
     return Results(
         root=root,
         preset=str((plan or {}).get("preset") or "unrecorded"),

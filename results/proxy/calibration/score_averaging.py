@@ -17,7 +17,9 @@ from pathlib import Path
 import pandas as pd
 from scipy.stats import kendalltau
 
-LABELS = ["spos", "cream", "ennas", "ennas-wo-ds", "ennas-beta0"]  # DNA's block ratings have no per-epoch scores
+from benchmark.results import LABELS as REPORT_LABELS
+
+LABELS = [label for label in REPORT_LABELS if label != "dna"]  # DNA's block ratings have no per-epoch scores
 SEEDS = (0, 1, 2)
 
 
