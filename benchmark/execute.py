@@ -254,7 +254,9 @@ def progress(i: int, n: int, row: dict) -> None:
 def execute(tasks: list[Task], jobs: int, preset: str, out: Path | None, debug: bool = False) -> int:
     """Start line, plan.json, every unfinished run, summary table, report; 0 if every run is done, else 1."""
     main = dist.is_main()
-    statuses = dist.broadcast_object([harness.run_status(t.folder) for t in tasks])  # rank 0 decides what to run
+    statuses = dist.broadcast_object(
+        [harness.run_status(t.folder, t.cfg.retrain.seeds) for t in tasks]
+    )  # rank 0 decides what to run
     pending = [t for t, s in zip(tasks, statuses) if s != "done"]
     threads = tasks[0].threads or torch.get_num_threads()
     if main:

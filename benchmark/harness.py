@@ -137,10 +137,13 @@ def discard_run(folder: Path) -> None:
     shutil.rmtree(folder)
 
 
-def run_status(folder: Path) -> str:
-    """`done` (final.json), `failed` (error.json, from the last attempt), `partial` (started) or `todo`."""
-    if (folder / "final.json").exists():
-        return "done"
+def run_status(folder: Path, retrain_seeds: int = 1) -> str:
+    """`done` (final.json with `retrain_seeds` retraining seeds), `failed` (error.json, from the last attempt),
+    `partial` (started, or done with fewer retraining seeds) or `todo`."""
+    final = folder / "final.json"
+    if final.exists():
+        held = len(json.loads(final.read_text()).get("retrain_seeds") or [None])  # older runs: their own one
+        return "done" if held >= retrain_seeds else "partial"
     if (folder / "error.json").exists():
         return "failed"
     return "partial" if folder.exists() and any(folder.iterdir()) else "todo"

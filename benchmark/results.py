@@ -143,7 +143,8 @@ def read_run(folder: Path, label: str, space: str, seed: int) -> tuple[dict, lis
         row.update(status="failed", error=(error.strip().splitlines() or ["(empty error)"])[0])
     # A resumed stage rewrites its epochs: keep one record per (stage, epoch), the latest.
     records = list({(r.get("stage"), r.get("epoch")): r for r in _jsonl(folder / "train_log.jsonl")}.values())
-    trained = [r for r in records if r.get("stage") != "retrain"]  # supernet, DNA's teacher and blocks
+    # supernet, DNA's teacher and blocks: every stage but the retraining seeds (retrain, retrain1, ...)
+    trained = [r for r in records if not str(r.get("stage")).startswith("retrain")]
     if not math.isfinite(row.get("supernet_device_s", NAN)) and trained:
         row["supernet_device_s"] = float(np.nansum([_num(r.get("device_s")) for r in trained]))
     row["probe_device_s"] = float(np.nansum([_num(r.get("probe_device_s")) for r in trained])) if trained else NAN

@@ -94,7 +94,7 @@ def plan_tasks(args: argparse.Namespace) -> tuple[list[Task], int, Path | None]:
         dist.check_device(cfg.device)
         if not args.fresh:
             check_resumable(folder, cfg)  # a folder made with other settings is refused before any work
-    pending = sum(harness.run_status(f) != "done" for f in folders)
+    pending = sum(harness.run_status(f, c.retrain.seeds) != "done" for f, c in zip(folders, cfgs, strict=True))
     jobs = harness.choose_jobs(args.jobs, pending, cfgs[0].device, under_torchrun())
     threads = harness.worker_threads(jobs)
     tasks = [Task(r, c, f, c.threads or threads) for r, c, f in zip(runs, cfgs, folders, strict=True)]

@@ -99,6 +99,10 @@ def test_run_status(tmp_path):
     assert harness.run_status(run) == "failed"
     write_json(run / "final.json", {})
     assert harness.run_status(run) == "done"
+    assert harness.run_status(run, retrain_seeds=2) == "partial"  # a run made before retrain.seeds: one seed
+    write_json(run / "final.json", {"retrain_seeds": [{"index": 0}, {"index": 1}]})
+    assert harness.run_status(run, retrain_seeds=2) == "done"
+    assert harness.run_status(run, retrain_seeds=3) == "partial"
 
 
 def test_makespan_of_workers_taking_runs_in_order():

@@ -163,3 +163,23 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path):
     assert "loss became" in proc.stderr and "last good checkpoint" in proc.stderr
     assert "loss became" in read_json(out / "error.json")["error"]
     assert not (out / "final.json").exists()
+
+
+def test_more_retraining_seeds_extend_a_finished_run(uninterrupted, tmp_path):
+    """retrain.seeds added to a finished run retrains its architecture again; a fresh run with them agrees."""
+    import shutil
+
+    extended = tmp_path / "extended"
+    shutil.copytree(uninterrupted, extended)
+    run_cli([*SMOKE, "--run-dir", str(extended), "--set", "retrain.seeds=2"])
+    before, after = read_json(uninterrupted / "final.json"), read_json(extended / "final.json")
+    seeds = after["retrain_seeds"]
+    assert [s["index"] for s in seeds] == [0, 1]
+    assert seeds[0]["top1"] == before["top1"]  # the run's own retraining is kept, not redone
+    assert after["top1"] == round((seeds[0]["top1"] + seeds[1]["top1"]) / 2, 4)
+    stages = [r["stage"] for r in read_jsonl(extended / "train_log.jsonl")]
+    assert stages.count("retrain1") == stages.count("retrain") >= 1
+    fresh = tmp_path / "fresh"
+    run_cli([*SMOKE, "--run-dir", str(fresh), "--set", "retrain.seeds=2"])
+    assert final_metrics(fresh) == final_metrics(extended)
+    assert read_json(fresh / "final.json")["retrain_seeds"][1]["top1"] == seeds[1]["top1"]

@@ -134,6 +134,9 @@ class RetrainConfig:
     dropout: float = 0.2
     max_steps_per_epoch: int = 0
     accumulate: int = 1  # micro-batches per optimiser step (as supernet.accumulate)
+    # Retraining seeds of the found architecture: the run's top-1 is their mean (each kept in final.json). Seed 0
+    # is the run's own retraining stream; seed k > 0 draws initialisation and data order from stream (retrain, k).
+    seeds: int = 1
 
 
 @dataclass(frozen=True)
@@ -305,6 +308,7 @@ def validate(cfg: RunConfig) -> None:
         (cfg.supernet.accumulate >= 1, "supernet.accumulate must be >= 1"),
         (cfg.supernet.sharing in SHARING, f"supernet.sharing must be one of {', '.join(SHARING)}"),
         (cfg.retrain.accumulate >= 1, "retrain.accumulate must be >= 1"),
+        (cfg.retrain.seeds >= 1, "retrain.seeds must be >= 1"),
     ]
     band = cfg.supernet.flops_band
     if band is not None:

@@ -105,6 +105,7 @@ class EpochPlan:
     batch_size: int  # global, split across ranks
     epochs: int
     stream: str  # random stream of the data order (ennas.seeding.STREAMS)
+    stream_keys: tuple[int, ...] = ()  # refine the stream (retraining seed k > 0 of one architecture)
     fraction: float = 1.0  # of the dataset per epoch
     max_steps_per_epoch: int = 0  # 0: no cap
     checkpoint_steps: int = 0  # 0: at epoch ends only
@@ -181,7 +182,7 @@ def check_batch(plan: EpochPlan, name: str) -> None:
     """
     parts = dist.world_size() * plan.accumulate
     if plan.batch_size % parts:
-        section = "retrain" if name in ("retrain", "teacher") else "supernet"
+        section = "retrain" if name.startswith("retrain") or name == "teacher" else "supernet"
         raise ConfigError(
             f"{name}: the global batch {plan.batch_size} does not divide into {dist.world_size()} rank(s) x "
             f"{plan.accumulate} micro-batch(es); choose {section}.batch_size or {section}.accumulate so that it does"
@@ -208,13 +209,13 @@ def epoch_loader(ctx: RunContext, plan: EpochPlan, epoch: int, skip_steps: int, 
     read file bytes, and `to_device` decodes and augments each batch from the seed the loader gives it.
     """
     per_rank = plan.batch_size // dist.world_size()
-    key = (plan.dataset, per_rank, plan.stream, plan.fraction)
+    key = (plan.dataset, per_rank, plan.stream, plan.stream_keys, plan.fraction)
     if key not in ctx.loaders:
         ctx.loaders.clear()
         ctx.loaders[key] = EpochLoader(
             ctx.data.loader_view(plan.dataset, ctx.cfg.data.decode),
             per_rank,
-            seed=stream_seed(ctx.cfg.seed, plan.stream),
+            seed=stream_seed(ctx.cfg.seed, plan.stream, *plan.stream_keys),
             fraction=plan.fraction,
             rank=dist.rank(),
             world_size=dist.world_size(),

@@ -21,7 +21,7 @@ from ennas.core.io import load_torch, read_json, read_jsonl, save_torch, write_j
 from ennas.core.method import Method
 from ennas.core.precision import amp_dtype, autocast
 from ennas.core.resume import check_resumable
-from ennas.core.retrain import retrain
+from ennas.core.retrain import is_retrain_stage, retrain
 from ennas.core.search import check_budget
 from spaces.arch import decode, describe, encode
 
@@ -97,9 +97,12 @@ def run_pipeline(ctx: RunContext, method: Method) -> dict:
     final_path = ctx.file("final.json")
     check_resumable(ctx.out, ctx.cfg)  # never continue, or return, a run made with other settings
     if dist.broadcast_object(final_path.exists()):
+        final = read_json(final_path)
+        if len(retrain_results(final)) < ctx.cfg.retrain.seeds:
+            return add_retrain_seeds(ctx, final)  # a finished run asked for more retraining seeds
         if dist.is_main() and not ctx.cfg.keep_checkpoints:
             remove_checkpoints(ctx.out)  # a run finished with --keep-checkpoints, rerun without it
-        return read_json(final_path)
+        return final
     check_budget(ctx.space, ctx.table.flops, ctx.flops_budget, ctx.table.bounds())  # before any work
     if dist.is_main():
         write_json(ctx.file("config.json"), {**ctx.cfg.to_dict(), "environment": environment()})
@@ -109,7 +112,8 @@ def run_pipeline(ctx: RunContext, method: Method) -> dict:
     preempt.check("after the search stage")
     arch = decode(ctx.space, found["arch"])
     trained = retrain(ctx, arch)
-    supernet_s = sum(r["device_s"] for r in read_jsonl(ctx.file("train_log.jsonl")) if r.get("stage") != "retrain")
+    log = read_jsonl(ctx.file("train_log.jsonl"))
+    supernet_s = sum(r["device_s"] for r in log if not is_retrain_stage(r.get("stage")))
     search_s = supernet_s + found.get("search_device_s", 0.0)
     final = {
         "method": ctx.cfg.method,
@@ -133,11 +137,45 @@ def run_pipeline(ctx: RunContext, method: Method) -> dict:
         "device": str(ctx.device),
         "world_size": dist.world_size(),
         "extras": {k: v for k, v in found.items() if k not in ("arch", "flops")},
+        "retrain_seeds": [seed_record(trained)],
     }
     if dist.is_main():
-        write_json(final_path, final)
-        if not ctx.cfg.keep_checkpoints:
-            remove_checkpoints(ctx.out)
+        write_json(final_path, final)  # the run's result stands from here; further seeds refine it
+    return add_retrain_seeds(ctx, final)
+
+
+def seed_record(trained: dict) -> dict:
+    """What final.json keeps of one retraining seed."""
+    return {k: trained[k] for k in ("index", "top1", "top5", "retrain_device_s")}
+
+
+def retrain_results(final: dict) -> list[dict]:
+    """The retraining seeds of a final.json; one made before retrain.seeds existed has its own retraining only."""
+    if final.get("retrain_seeds"):
+        return list(final["retrain_seeds"])
+    return [{"index": 0, "top1": final["top1"], "top5": final["top5"], "retrain_device_s": final["retrain_device_s"]}]
+
+
+def add_retrain_seeds(ctx: RunContext, final: dict) -> dict:
+    """Retrain the found architecture with the seeds `retrain.seeds` asks for beyond those final.json holds.
+
+    final.json is rewritten after each seed (top-1 and top-5 become the mean over the seeds, each seed kept), so
+    a stop loses at most the seed in progress, which resumes from its checkpoint.
+    """
+    seeds = retrain_results(final)
+    arch = decode(ctx.space, final["arch"])
+    for index in range(len(seeds), ctx.cfg.retrain.seeds):
+        preempt.check(f"before retraining seed {index}")
+        seeds.append(seed_record(retrain(ctx, arch, index)))
+        final = final | {
+            "top1": round(sum(s["top1"] for s in seeds) / len(seeds), 4),
+            "top5": round(sum(s["top5"] for s in seeds) / len(seeds), 4),
+            "retrain_seeds": seeds,
+        }
+        if dist.is_main():
+            write_json(ctx.file("final.json"), final)
+    if dist.is_main() and not ctx.cfg.keep_checkpoints:
+        remove_checkpoints(ctx.out)
     return final
 
 

@@ -15,8 +15,9 @@ from ennas.core.config import ConfigError, RunConfig, with_sections
 from ennas.core.io import read_json
 
 # Settings that do not change a run's numbers, or change them only as the README documents (the thread count
-# reorders floating-point sums): a resume may change them.
-FREE = frozenset({"progress", "threads", "keep_checkpoints", "data.root", "data.num_workers"})
+# reorders floating-point sums): a resume may change them. retrain.seeds only adds retraining seeds to a run (the
+# ones it holds stay), so a finished run may be asked for more.
+FREE = frozenset({"progress", "threads", "keep_checkpoints", "data.root", "data.num_workers", "retrain.seeds"})
 SHOWN = 4  # differences named in the error line
 
 

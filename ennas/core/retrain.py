@@ -54,16 +54,20 @@ def plain_loop(
     cfg: RetrainConfig,
     ema: ModelEmaV2 | None = None,
     on_epoch_end: Callable[[int], dict] | None = None,
+    stream_keys: tuple[int, ...] = (),
 ) -> Loop:
     """The shared loop training one stand-alone network on the training split with a retraining recipe `cfg`.
 
-    Used for the found architecture and for DNA's teacher, so both follow one recipe implementation.
+    Used for the found architecture and for DNA's teacher, so both follow one recipe implementation. `name`
+    names the checkpoint and log stage; the data order's stream is the name's stage kind (retrain, teacher),
+    refined by `stream_keys` for a further retraining seed.
     """
     plan = EpochPlan(
         ctx.data.train,
         cfg.batch_size,
         cfg.epochs,
-        stream=name,
+        stream="retrain" if name.startswith("retrain") else name,
+        stream_keys=stream_keys,
         max_steps_per_epoch=cfg.max_steps_per_epoch,
         accumulate=cfg.accumulate,
     )
@@ -77,25 +81,43 @@ def plain_loop(
     return build_loop(name, net, policy, optimizer, plan, schedule, extra_state=extra, on_epoch_end=on_epoch_end)
 
 
-def retrain(ctx: RunContext, arch: Arch) -> dict:
-    """Train `arch` from scratch with the preset's recipe; return top-1/top-5 (%) on the real test set."""
+def retrain_name(index: int) -> str:
+    """The stage name of retraining seed `index`: `retrain` for the run's own, `retrain<k>` for further ones."""
+    return "retrain" if index == 0 else f"retrain{index}"
+
+
+def is_retrain_stage(stage: object) -> bool:
+    """Whether a train_log stage is a retraining seed's (not the supernet, DNA's teacher or blocks)."""
+    return isinstance(stage, str) and stage.startswith("retrain")
+
+
+def retrain(ctx: RunContext, arch: Arch, index: int = 0) -> dict:
+    """Train `arch` from scratch with the preset's recipe; return top-1/top-5 (%) on the real test set.
+
+    `index` 0 is the run's own retraining; index k > 0 is a further retraining seed of the same architecture
+    (initialisation and data order from the stream (retrain, k)), which measures the retrain-to-retrain noise.
+    """
     cfg = ctx.cfg.retrain
-    seed_torch(ctx.cfg.seed, "retrain")
+    keys = (index,) if index else ()  # index 0 keeps the stream every earlier run used
+    name = retrain_name(index)
+    seed_torch(ctx.cfg.seed, "retrain", *keys)
     net = build_network(ctx.space, arch, ctx.data.num_classes, ctx.data.in_chans)
     set_dropout(net, cfg.dropout)
     net = net.to(ctx.device)
     if ctx.cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     ema = ModelEmaV2(net, decay=cfg.ema_decay) if cfg.ema_decay else None
-    loop = plain_loop(ctx, "retrain", net, cfg, ema)
+    loop = plain_loop(ctx, name, net, cfg, ema, stream_keys=keys)
     records = train_epochs(ctx, loop)
     final_model = ema.module if ema is not None else net
     final_model.eval()
     with autocast(ctx.device, amp_dtype(ctx.cfg.amp, ctx.device)):
         metrics = evaluate(final_model, ctx.shard_loader(ctx.data.test, ctx.cfg.search.eval_batch_size), ctx.device)
     if dist.is_main():
-        save_torch(ctx.file("retrained.pt"), {"arch": arch, "state_dict": final_model.state_dict()})
+        weights = "retrained.pt" if index == 0 else f"retrained{index}.pt"
+        save_torch(ctx.file(weights), {"arch": arch, "state_dict": final_model.state_dict()})
     return {
+        "index": index,
         "top1": metrics["top1"],
         "top5": metrics["top5"],
         "test_loss": metrics["loss"],
