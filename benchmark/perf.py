@@ -120,6 +120,7 @@ def proxy_context(method: str, batch: int, steps: int, overrides: dict | None = 
     import tempfile
     from pathlib import Path
 
+    import benchmark.methods  # noqa: F401  (registers every method's config section before resolving)
     from benchmark.preset import load_preset
     from ennas.core.config import resolve
     from ennas.core.context import RunContext
@@ -395,7 +396,16 @@ SECTIONS: dict[str, Callable[[bool], dict]] = {
     "method_epoch_cost": lambda quick: method_epoch_costs(steps=4 if quick else 12),
     "concurrent_runs": lambda quick: concurrent_runs(rounds=1 if quick else 3),
     "data_path": lambda quick: data_path(images=128 if quick else 512, rounds=3 if quick else 5),
+    "cost_ratio": lambda quick: _costs().cost_ratio(min_rounds=2 if quick else 4, max_rounds=3 if quick else 30),
+    "probe_share": lambda quick: _costs().probe_share(rounds=1 if quick else 3),
 }
+
+
+def _costs():
+    """benchmark.perf_costs, imported when one of its sections runs (it imports this module's helpers)."""
+    from benchmark import perf_costs
+
+    return perf_costs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,7 +53,7 @@ from ennas.core.config import Options
 from ennas.core.evaluate import batch_statistics
 from ennas.core.loop import Step
 from ennas.core.method import register_method
-from ennas.core.probe import ProbeSet, measure_sets
+from ennas.core.probe import ProbeSet, measure_sets, probed_epoch
 from ennas.seeding import stream_seed
 from spaces.arch import Arch, encode
 
@@ -254,7 +254,7 @@ class Cream(SPOS):
         """`distill.probe_sets` uniform students (seeded by (seed, "probe", epoch)), each with the board path the
         meta layer would pick as its teacher, measured as every KD method's probe (`ennas.core.probe`)."""
         d = self.ctx.cfg.distill
-        if d.probe_sets <= 0:
+        if d.probe_sets <= 0 or not probed_epoch(d.probe_every, epoch, self.ctx.cfg.supernet.epochs):
             return {}
         rng = np.random.default_rng(stream_seed(self.ctx.cfg.seed, "probe", epoch))
         students = [self.sample_one(rng) for _ in range(d.probe_sets)]

@@ -289,9 +289,11 @@ def add_sums(sums: dict, stats: dict) -> dict:
 def epoch_record(ctx: RunContext, loop: Loop, epoch: int, sums: dict, wall: float) -> dict:
     """The JSON record of one finished epoch (DESIGN.md §7).
 
-    `wall_s` / `device_s` include the epoch's measurements (the policy's epoch start, e.g. EnNAS's ζ estimate,
-    its probes, `on_epoch_end`), which are also given apart as `probe_device_s`, so a cost can be read with
-    or without them.
+    `wall_s` / `device_s` are the whole epoch: training steps, the policy's epoch start (part of the method:
+    EnNAS's ζ estimate and sampler build, paper §3.3-3.4) and the measurements (probes, `on_epoch_end`). The two
+    are also given apart, `epoch_start_device_s` and `probe_device_s`, so a method's cost is read as device_s
+    minus the probes, which are instrumentation for the figures. (Runs logged before the split have no
+    `epoch_start_device_s`: their probe_device_s includes the epoch start.)
     """
     count = max(sums.get("count", 0), 1)
     t0 = time.time()
@@ -299,9 +301,10 @@ def epoch_record(ctx: RunContext, loop: Loop, epoch: int, sums: dict, wall: floa
         measured = loop.policy.epoch_metrics(loop.model, epoch)
         if loop.on_epoch_end is not None:
             measured.update(loop.on_epoch_end(epoch))
-    measure_s = sums.get("epoch_start_s", 0.0) + time.time() - t0
+    measure_s = time.time() - t0
+    start_s = sums.get("epoch_start_s", 0.0)
     images_per_s = sums.get("count", 0) * dist.world_size() / max(wall, 1e-9)  # training steps only
-    wall += measure_s
+    wall += measure_s + start_s
     record = {
         "method": ctx.cfg.method,
         "space": ctx.cfg.space,
@@ -315,6 +318,7 @@ def epoch_record(ctx: RunContext, loop: Loop, epoch: int, sums: dict, wall: floa
         "device_s": wall * dist.world_size(),
         "world_size": dist.world_size(),
         "probe_device_s": measure_s * dist.world_size(),
+        "epoch_start_device_s": start_s * dist.world_size(),
         "img_s": images_per_s,
     }
     return record | measured

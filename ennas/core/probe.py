@@ -149,6 +149,12 @@ def measure_sets(
     return out
 
 
+def probed_epoch(every: int, epoch: int, epochs: int) -> bool:
+    """Whether supernet epoch `epoch` of `epochs` is probed with `distill.probe_every` = `every`: every k-th epoch
+    from the first, and always the last (the claims read the last epoch's teacher, gap and diversity)."""
+    return epoch % every == 0 or epoch == epochs - 1
+
+
 def pairwise_distance_sum(z: torch.Tensor) -> float:
     """`subnet_diversity` of (m, N, C) logits times N: summable over ranks' shards of the images."""
     return subnet_diversity(z) * z.shape[1]

@@ -49,7 +49,7 @@ from ennas.core import distributed as dist
 from ennas.core.config import Options
 from ennas.core.loop import Step
 from ennas.core.method import Method, register_method
-from ennas.core.probe import ProbeSet, measure_sets
+from ennas.core.probe import ProbeSet, measure_sets, probed_epoch
 from ennas.method.distill import kd_loss
 from ennas.method.diversity import estimate_diversity, save_diversity
 from ennas.method.ensemble import CONSTRAINTS, SOLVERS, ensemble_logits, ensemble_weights
@@ -180,8 +180,9 @@ class EnNASWithoutDS(Method):
 
     def probe(self, model: nn.Module, epoch: int) -> dict:
         """`distill.probe_sets` sets from the method's own sampler, measured on the probe images."""
-        probe_sets = self.ctx.cfg.distill.probe_sets
-        if probe_sets <= 0:
+        d, epochs = self.ctx.cfg.distill, self.ctx.cfg.supernet.epochs
+        probe_sets = d.probe_sets
+        if probe_sets <= 0 or not probed_epoch(d.probe_every, epoch, epochs):
             return {}
         rng = np.random.default_rng(stream_seed(self.ctx.cfg.seed, "probe", epoch))
         sets = [ProbeSet(tuple(self.draw_set(rng))) for _ in range(probe_sets)]
