@@ -1,4 +1,5 @@
-"""Figures 1-3 drawn from the tidy tables: teacher/student top-1, subnet diversity and ranking fidelity per epoch."""
+"""Figures 1-3 drawn from the tidy tables: teacher/student top-1, subnet diversity (and its ζ headroom) and ranking
+fidelity per epoch."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from benchmark.headroom import headroom_table
 from benchmark.results import LABELS, Results, display_order, seed_text
+from ennas.method.headroom import KEYS
 
 COLORS = {"spos": "tab:gray", "cream": "tab:orange", "dna": "tab:purple", "ennas-wo-ds": "tab:blue"}
 COLORS |= {"ennas": "tab:red", "ennas-beta0": "tab:green"}
@@ -36,20 +39,30 @@ def _band(ax, df: pd.DataFrame, y: str, color: str, style: str, label: str, low:
         ax.fill_between(mean.index, g[low].mean().to_numpy(), g[high].mean().to_numpy(), color=color, alpha=0.15, lw=0)
 
 
+def _style(ax, title: str, ylabel: str) -> None:
+    """A panel's title, axis labels, grid, integer epochs and a legend below the data."""
+    ax.set(title=title, xlabel="supernet epoch", ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+
+
+def _save(fig: Figure, res: Results, df: pd.DataFrame, spaces: list[str], path: Path, title: str, caption: str) -> None:
+    """Title and caption wrapped to the figure's width, saved without a timestamp."""
+    width = int(15 * fig.get_figwidth())  # characters per line at fontsize 9
+    text = f"{title} — preset {res.preset}, spaces {', '.join(spaces)}, seeds {seed_text(df)}"
+    fig.suptitle(textwrap.fill(text, width) + "\n" + textwrap.fill(caption, width), fontsize=9)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+
+
 def _curves(res: Results, df: pd.DataFrame, path: Path, draw, ylabel: str, title: str, caption: str) -> None:
     """One panel per space with `draw(ax, space_df)`, labelled, titled and saved without a timestamp."""
     spaces = list(dict.fromkeys(df["space"]))
     fig, axes = _figure(len(spaces))
     for ax, space in zip(axes, spaces):
         draw(ax, df[df["space"] == space])
-        ax.set(title=f"space {space}", xlabel="supernet epoch", ylabel=ylabel)
-        ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize=7)
-    width = int(15 * 5.6 * len(spaces))  # characters per line at fontsize 9
-    text = f"{title} — preset {res.preset}, spaces {', '.join(spaces)}, seeds {seed_text(df)}"
-    fig.suptitle(textwrap.fill(text, width) + "\n" + textwrap.fill(caption, width), fontsize=9)
-    fig.savefig(path, dpi=110, metadata={"Software": None})
+        _style(ax, f"space {space}", ylabel)
+    _save(fig, res, df, spaces, path, title, caption)
 
 
 def fig1(res: Results, path: Path) -> str | None:
@@ -77,20 +90,54 @@ def fig1(res: Results, path: Path) -> str | None:
     return None
 
 
-def fig2(res: Results, path: Path) -> str | None:
-    """Subnet diversity per supernet epoch of ennas, ennas-wo-ds and the beta = 0 control."""
-    df = res.logs[res.logs["label"].isin(FIG2_LABELS) & res.logs["diversity"].notna()]
-    if df.empty:
-        return "no diversity records of ennas, ennas-wo-ds or ennas-beta0 in train_log.jsonl"
+def _headroom_panel(ax, d: pd.DataFrame, label: str) -> None:
+    """One label's expected within-set ζ per epoch inside the range uniform marginals allow (means over seeds)."""
+    g = d.groupby("epoch")[list(KEYS)].mean()
+    x = g.index
+    ax.fill_between(x, g["min_no_repeats"], g["max"], color="0.88", lw=0, label="min without repeats – max (LP)")
+    ax.plot(x, g["max"], color="black", lw=1, label="max under marginals 1/T")
+    ax.plot(x, g["no_repeats"], color=COLORS["ennas-beta0"], ls="--", lw=1.2, label="uniform, no repeats (β = 0)")
+    ax.plot(x, g["independent"], color=COLORS["ennas-wo-ds"], ls=":", lw=1.5, label="independent picks (wo-ds)")
+    ax.plot(x, g["sampler"], color=COLORS[label], marker=".", label=f"{label}'s sampler (n={d['seed'].nunique()})")
 
-    def draw(ax, d):
+
+def fig2(res: Results, path: Path) -> str | None:
+    """Subnet diversity per supernet epoch of ennas, ennas-wo-ds and the beta = 0 control, and beside it, per
+    label with ζ estimates, its sets' expected within-set ζ in the range uniform marginals allow (headroom)."""
+    df = res.logs[res.logs["label"].isin(FIG2_LABELS) & res.logs["diversity"].notna()]
+    room = headroom_table(res)
+    room = room[room["label"].isin(FIG2_LABELS)]
+    if df.empty and room.empty:
+        return "no diversity records or ζ estimates of ennas, ennas-wo-ds or ennas-beta0"
+    spaces = [s for s in res.spaces if s in set(df["space"]) | set(room["space"])]
+    labels = [label for label in FIG2_LABELS if label in set(room["label"])]
+    fig = Figure(figsize=(5.2 * (1 + len(labels)), 5.4 * len(spaces)), layout="constrained")
+    for row, space in zip(fig.subplots(len(spaces), 1 + len(labels), squeeze=False), spaces):
+        d = df[df["space"] == space]
         for label in FIG2_LABELS:
             dl = d[d["label"] == label]
             if len(dl):
-                _band(ax, dl, "diversity", COLORS[label], "-", f"{label} (n={dl['seed'].nunique()})")
-
-    caption = "lines: mean over seeds; bands: min–max over seeds; ennas-beta0 = ennas with ennas.beta = 0"
-    _curves(res, df, path, draw, "mean pairwise Euclidean distance of logits", "Subnet diversity", caption)
+                _band(row[0], dl, "diversity", COLORS[label], "-", f"{label} (n={dl['seed'].nunique()})")
+        _style(row[0], f"space {space}: probe sets' logits", "mean pairwise Euclidean distance of logits")
+        for ax, label in zip(row[1:], labels):
+            r = room[(room["space"] == space) & (room["label"] == label)]
+            if r.empty:
+                ax.set_axis_off()
+                continue
+            _headroom_panel(ax, r, label)
+            last = r[r["epoch"] == r["epoch"].max()]
+            reach = f"reach {last['reach_independent'].mean():.2f} from independent, "
+            reach += f"{last['reach_no_repeats'].mean():.2f} from no repeats"
+            _style(ax, f"space {space}: ζ headroom of {label}\n({reach})", "expected within-set ζ (layer mean)")
+            ax.sharey(row[1])
+    caption = (
+        "left: lines mean over seeds, bands min–max over seeds; ennas-beta0 = ennas with ennas.beta = 0. "
+        "Right: expected within-set ζ (mean ζ over a set's pairs of operators per layer, averaged over layers; "
+        "exact, from each run's ζ; mean over seeds) against independent picks, uniform sets without repeats and "
+        "the range of samplers with marginals 1/T (grey; min over repeat-free sets). reach = (sampler − reference) "
+        "/ (max − reference) at the last epoch. ennas-wo-ds estimates no ζ."
+    )
+    _save(fig, res, pd.concat([df, room]), spaces, path, "Subnet diversity", caption)
     return None
 
 

@@ -16,6 +16,7 @@ from ennas.core.method import get_method
 from ennas.method.distill import kd_loss
 from ennas.method.ennas import EnNAS, EnNASWithoutDS
 from ennas.method.ensemble import ensemble_logits, ensemble_weights
+from ennas.method.headroom import LOG_KEYS, headroom_record
 from ennas.seeding import path_rng
 
 M = 3
@@ -131,6 +132,17 @@ def test_sampler_state_survives_a_checkpoint(ctx, ennas):
         assert ennas.sample_paths(rng_a, 0, step) == resumed.sample_paths(rng_b, 0, step)
 
 
+def test_zeta_metrics_log_the_headroom_without_touching_sampling(ennas):
+    before = [ennas.sample_paths(path_rng(0, 1, step), 1, step) for step in range(5)]
+    metrics = ennas.zeta_metrics()
+    assert set(metrics) == set(LOG_KEYS.values()) and metrics == headroom_record(ennas.zetas, M, ennas.opts.beta)
+    assert metrics["min_norepeat_set_zeta"] <= metrics["norepeat_set_zeta"] <= metrics["set_zeta"]
+    assert (
+        metrics["uniform_set_zeta"] <= metrics["norepeat_set_zeta"] and metrics["set_zeta"] <= metrics["max_set_zeta"]
+    )
+    assert before == [ennas.sample_paths(path_rng(0, 1, step), 1, step) for step in range(5)]
+
+
 def test_diversity_estimate_is_reproducible(ctx, ennas):
     again = EnNAS(ctx)
     again.on_epoch_start(ctx.supernet, 0)
@@ -149,3 +161,4 @@ def test_smoke_run_logs_teachers_students_and_diversity(smoke_run, method):
     assert last["diversity"] > 0
     if method == "ennas":
         assert (out / "diversity_epoch1.json").exists() and last["set_zeta"] >= last["uniform_set_zeta"] - 1e-9
+        assert last["min_norepeat_set_zeta"] <= last["set_zeta"] <= last["max_set_zeta"]

@@ -32,7 +32,9 @@ Decisions (DESIGN.md §2):
   (seeded by (seed, "probe", epoch)); a set's teacher is its ensemble with weights solved on the probe's fit
   images and scored, like the students, on its other images (`ennas.core.probe`). Also logged: the training teachers' mean max
   weight and weight entropy, the mean KD term, and the solve's share of step time (`solve_share`);
-  for `ennas`, the sampler's expected within-set ζ against independent uniform sets'.
+  for `ennas`, the expected within-set ζ of its sampler, of independent uniform sets, of uniform sets without
+  repeats and the bounds any sampler with marginals 1/T can reach (`ennas.method.headroom`; exact, no random
+  draws, so logging them changes nothing in training). `ennas-wo-ds` estimates no ζ, so logs none of these.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ from ennas.core.probe import ProbeSet, measure_sets, probed_epoch
 from ennas.method.distill import kd_loss
 from ennas.method.diversity import estimate_diversity, save_diversity
 from ennas.method.ensemble import CONSTRAINTS, SOLVERS, ensemble_logits, ensemble_weights
-from ennas.method.sampler import DEFAULT_BETA, DiversitySampler, sample_uniform_set, uniform_set_diversity
+from ennas.method.headroom import headroom_record
+from ennas.method.sampler import DEFAULT_BETA, DiversitySampler, sample_uniform_set
 from ennas.seeding import seed_torch, stream_seed
 from spaces.arch import Arch
 
@@ -247,12 +250,13 @@ class EnNAS(EnNASWithoutDS):
         return self._images
 
     def epoch_metrics(self, model: nn.Module, epoch: int) -> dict:
-        """The shared measurements plus mean ζ within sampled sets vs uniform sets (the sampler's effect)."""
-        out = super().epoch_metrics(model, epoch)
-        if self.sampler is not None:
-            out["set_zeta"] = float(np.mean(self.sampler.expected_diversity()))
-            out["uniform_set_zeta"] = float(np.mean(uniform_set_diversity(self.zetas)))
-        return out
+        """The shared measurements plus the expected within-set ζ of this epoch's sampler and its headroom."""
+        return super().epoch_metrics(model, epoch) | self.zeta_metrics()
+
+    def zeta_metrics(self) -> dict:
+        """Layer-mean expected within-set ζ: the sampler's (`set_zeta`), independent sets' (`uniform_set_zeta`),
+        repeat-free sets' and the max / min under marginals 1/T (`ennas.method.headroom`); {} before any ζ."""
+        return {} if self.zetas is None else headroom_record(self.zetas, self.m, self.opts.beta)
 
     def state_dict(self) -> dict:
         """Running sums plus ζ (plain lists of floats: exact round trip), so a resumed run rebuilds the sampler."""
