@@ -128,8 +128,8 @@ def mobile_space(
 
 CREAM_NOTES = (
     "Cream's childnet (microsoft/Cream Cream/lib/models/structures/childnet.py): stem 16, DS block with SE, "
-    "stages 24/40/80/96/192 of 1-4 layers (the official supernet template; its FLOPs range fixes each stage's "
-    "depth, 1-4 layers, the 80-wide stage up to 5), 1x1 conv 320, pool, 1x1 conv 1280 with bias, linear. "
+    "stages 24/40/80/96/192 of 1-4 layers (the official supernet template, whose FLOPs range fixes each stage's "
+    "depth; its 80-wide stage can reach 5, left out here), 1x1 conv 320, pool, 1x1 conv 1280 with bias, linear. "
     "Every layer after a stage's first offers `id` (index 6, after the six ops, so older architecture strings "
     "keep their meaning): a skipped layer is a shallower stage, which is how Cream-287 (depths 1/2/3/4/3) is "
     "expressed. Uniform sampling skips each such layer with probability 1/7; the official supernet never skips."
