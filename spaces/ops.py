@@ -36,13 +36,35 @@ class ConvBnAct(nn.Sequential):
         super().__init__(*conv_bn(in_chs, out_chs, kernel, stride, affine=affine), activation(act))
 
 
+SE_STYLES = ("cream", "effnet")
+
+
+def squeeze_excite(chs: int, in_chs: int, se: float, style: str, act: str) -> nn.Module:
+    """SE on `chs` channels of a block whose input has `in_chs`; Identity without SE.
+
+    Two conventions, as the official code builds them: `"cream"` (Cream's childnet, MobileNetV3-like) reduces
+    to `se` x chs rounded to a multiple of 8, with a ReLU inside and a hard-sigmoid gate; `"effnet"` (DNA's
+    GenEfficientNet) reduces to int(se x in_chs), the block input's width, with the block's activation and
+    a sigmoid gate.
+    """
+    if not se:
+        return nn.Identity()
+    if style == "cream":
+        return SEModule(chs, rd_channels=make_divisible(chs * se, 8, round_limit=0.0), gate_layer="hard_sigmoid")
+    if style == "effnet":
+        return SEModule(chs, rd_channels=max(1, int(in_chs * se)), act_layer=ACTIVATIONS[act], gate_layer="sigmoid")
+    raise ValueError(f"unknown SE style {style!r}; known: {', '.join(SE_STYLES)}")
+
+
 class DepthwiseSeparable(nn.Module):
     """Fixed depthwise-separable block after the stem (MobileNetV2/Cream layout), residual when shapes allow."""
 
-    def __init__(self, in_chs: int, out_chs: int, kernel: int = 3, se: float = 0.0, act: str = "swish"):
+    def __init__(
+        self, in_chs: int, out_chs: int, kernel: int = 3, se: float = 0.0, act: str = "swish", se_style: str = "cream"
+    ):
         super().__init__()
         self.dw = nn.Sequential(*conv_bn(in_chs, in_chs, kernel, groups=in_chs), activation(act))
-        self.se = SEModule(in_chs, rd_ratio=se, rd_divisor=8, gate_layer="hard_sigmoid") if se else nn.Identity()
+        self.se = squeeze_excite(in_chs, in_chs, se, se_style, act)
         self.pw = nn.Sequential(*conv_bn(in_chs, out_chs, 1))
         self.residual = in_chs == out_chs
 
@@ -54,8 +76,8 @@ class DepthwiseSeparable(nn.Module):
 class MBConv(nn.Module):
     """Inverted bottleneck (MobileNetV2): 1x1 expand, depthwise k x k, optional SE, 1x1 project.
 
-    With expansion 1 there is no expansion conv (as in MobileNetV2). The SE width is `se` times the
-    mid channels rounded to a multiple of 8, with a ReLU inside and a hard-sigmoid gate (Cream's).
+    With expansion 1 there is no expansion conv (as in MobileNetV2). The SE follows `se_style`
+    (`squeeze_excite`): Cream's by default, DNA's EfficientNet convention with `"effnet"`.
     """
 
     def __init__(
@@ -67,14 +89,14 @@ class MBConv(nn.Module):
         expand: int,
         se: float = 0.0,
         act: str = "swish",
+        se_style: str = "cream",
     ):
         super().__init__()
         mid = in_chs * expand
         expand_layers = [*conv_bn(in_chs, mid, 1), activation(act)] if expand != 1 else []
         self.expand = nn.Sequential(*expand_layers)
         self.dw = nn.Sequential(*conv_bn(mid, mid, kernel, stride, groups=mid), activation(act))
-        rd = make_divisible(mid * se, 8, round_limit=0.0) if se else 0
-        self.se = SEModule(mid, rd_channels=rd, gate_layer="hard_sigmoid") if se else nn.Identity()
+        self.se = squeeze_excite(mid, in_chs, se, se_style, act)
         self.project = nn.Sequential(*conv_bn(mid, out_chs, 1))
         self.residual = stride == 1 and in_chs == out_chs
 

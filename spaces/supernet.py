@@ -24,7 +24,8 @@ def build_stem(space: SpaceSpec, in_chans: int) -> nn.Sequential:
         ConvBnAct(in_chans, stem["chs"], 3, stem["stride"], stem["act"], affine=stem.get("affine", True))
     ]
     if stem.get("ds"):
-        blocks.append(DepthwiseSeparable(stem["chs"], stem["ds"], se=stem.get("ds_se", 0.0), act=stem["act"]))
+        se, se_style = stem.get("ds_se", 0.0), stem.get("ds_se_style", "cream")
+        blocks.append(DepthwiseSeparable(stem["chs"], stem["ds"], se=se, act=stem["act"], se_style=se_style))
     return nn.Sequential(*blocks)
 
 
