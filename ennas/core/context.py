@@ -25,8 +25,9 @@ IMAGENET_BUDGETS = {"s1": 330e6, "s2": 480e6, "s3": 535e6, "spos": 330e6, "cream
 
 
 def default_budget(space: SpaceSpec, table: FlopsTable) -> float:
-    """The paper's budget at ImageNet scale; elsewhere the middle of the space's FLOPs range."""
-    if space.scale == "imagenet" and table.resolution == 224:
+    """The paper's budget at ImageNet scale; elsewhere, and for the reference spaces without one in the paper (dna),
+    the middle of the space's FLOPs range."""
+    if space.scale == "imagenet" and table.resolution == 224 and space.name in IMAGENET_BUDGETS:
         return IMAGENET_BUDGETS[space.name]
     low, high = table.bounds()
     return low + 0.5 * (high - low)
