@@ -208,9 +208,9 @@ def _costs(res: Results) -> str:
     return _md_table(header + ["supernet GPU-days"], rows)
 
 
-def _span(low: float, high: float) -> str:
+def _span(low: float, high: float, signed: bool = True) -> str:
     """'[low, high]' to 3 decimals, '—' where undefined."""
-    return f"[{fmt(low, 3)}, {fmt(high, 3)}]" if math.isfinite(low) else "—"
+    return f"[{fmt(low, 3, signed)}, {fmt(high, 3, signed)}]" if math.isfinite(low) else "—"
 
 
 def _ranking_md(res: Results, claims: list[dict]) -> list[str]:
@@ -234,20 +234,17 @@ def _ranking_md(res: Results, claims: list[dict]) -> list[str]:
         _md_table(["space", "ranker", "n", "τ", "95 % interval", "per seed"], rows),
     ]
     for r in rk[rk["predictor"] == "ceiling"].drop_duplicates("space").itertuples():
-        if math.isfinite(r.ceiling_mean_tau):
-            lines.append(
-                f"- **{r.space}** ceiling (as rankers are scored): a noise-free ranker reaches τ "
-                f"{fmt(r.ceiling_mean_tau, 3, False)} {_span(r.ceiling_mean_low, r.ceiling_mean_high)} against the "
-                f"{r.gt_seeds:g}-seed ground-truth mean (one seed's reliability {r.seed_reliability:.2f}, from the "
-                "ground truth's variance components; τ = (2/π)·arcsin √R)"
-            )
-        else:
-            lines.append(
-                f"- **{r.space}** ceiling against the ground-truth mean: not in ranking.csv (written before it)"
-            )
+        ceiling = f"{fmt(r.ceiling_mean_tau, 3, False)} {_span(r.ceiling_mean_low, r.ceiling_mean_high, False)}"
+        lines.append(
+            f"- **{r.space}** ceiling (as rankers are scored): a noise-free ranker reaches τ {ceiling} against the "
+            f"{r.gt_seeds:g}-seed ground-truth mean (one seed's reliability {r.seed_reliability:.2f}, from the "
+            "ground truth's variance components; τ = (2/π)·arcsin √R)"
+            if math.isfinite(r.ceiling_mean_tau)
+            else f"- **{r.space}** ceiling against the ground-truth mean: not in ranking.csv (written before it)"
+        )
         lines.append(
             f"- **{r.space}** τ between two single ground-truth seeds (the old ceiling, a noisier comparison than the "
-            f"rankers face): {fmt(r.kendall_tau, 3, False)} {_span(r.tau_low, r.tau_high)}"
+            f"rankers face): {fmt(r.kendall_tau, 3, False)} {_span(r.tau_low, r.tau_high, False)}"
         )
     lines += ["", "### Ranking claims (τ differences, paired by seed)", "", *_claim_sections(claims, "ranking")]
     lines += ["### Supernet against FLOPs alone, per run", ""]
@@ -263,19 +260,8 @@ def _ranking_md(res: Results, claims: list[dict]) -> list[str]:
         f"interval over architectures; Δ = {paper.TAU.delta:.2f} ({paper.TAU.why}), no paper figure.",
         "",
     ]
-    header = [
-        "space",
-        "label",
-        "seed",
-        "epoch",
-        "τ",
-        "τ − τ(FLOPs)",
-        "95 % BCa",
-        "archs",
-        "verdict",
-        "MDE",
-        "archs for Δ",
-    ]
+    header = ["space", "label", "seed", "epoch", "τ", "τ − τ(FLOPs)", "95 % BCa", "archs", "verdict", "MDE"]
+    header += ["archs for Δ"]
     table = [
         [c["space"], c["label"], c["seed"], c["epoch"], fmt(c["tau"], 3), fmt(c["ours_mean"], 3)]
         + [_span(c["low"], c["high"]), c["n"], f"**{c['verdict_label']}**", fmt(c["mde"], 3, False)]
