@@ -1,4 +1,11 @@
-"""The paper's claims judged on our runs: t-intervals over seeds, paired differences, gains and verdicts."""
+"""The paper's claims judged on our runs: per-seed values, paired differences, gains, intervals and verdicts.
+
+Each claim's per-seed values (paired where two labels are compared) give a t interval and a verdict from
+`benchmark.verdicts` (the scheme is documented there) against the paper's figure scaled to our data and the
+claim's Δ (`benchmark.paper`). Ratios are judged on the log scale and shown back as ratios. The ranking rows
+read each run's ranking.csv at its last supernet epoch: τ differences between methods over seeds, and per run
+the supernet against FLOPs alone (a bootstrap over architectures that `benchmark.ranking` wrote).
+"""
 
 from __future__ import annotations
 
@@ -7,24 +14,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
+import pandas as pd
 
 from benchmark import paper
 from benchmark.paper import Claim
 from benchmark.results import LOG_KEYS, NAN, Results, load
+from benchmark.verdicts import from_values, judge_interval, max_gain_null, null_summary, supplied
 
 
 # --- statistics ----------------------------------------------------------------------------------------
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float, int]:
-    """(mean, low, high, n) with a two-sided Student-t interval over the finite values; NaN bounds below n = 2."""
-    x = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
-    if len(x) == 0:
-        return NAN, NAN, NAN, 0
-    mean = float(x.mean())
-    if len(x) < 2:
-        return mean, NAN, NAN, 1
-    half = float(stats.t.ppf((1 + level) / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return mean, mean - half, mean + half, len(x)
+    """(mean, low, high, n) with a two-sided Student-t interval (95 % or 90 %) over the finite values."""
+    e = from_values(values)
+    return (e.mean, e.low, e.high, e.n) if level == 0.95 else (e.mean, e.low90, e.high90, e.n)
 
 
 def paired_interval(a: dict[int, float], b: dict[int, float], level: float = 0.95) -> dict:
@@ -34,18 +36,24 @@ def paired_interval(a: dict[int, float], b: dict[int, float], level: float = 0.9
     return {"mean": mean, "low": low, "high": high, "n": n, "seeds": seeds}
 
 
-def verdict(low: float, high: float, n: int, direction: str, threshold: float) -> str:
-    """'held' (interval on the claimed side), 'not held' (entirely on the other) or 'inconclusive'."""
-    if n < 2 or not (math.isfinite(low) and math.isfinite(high)):
-        return "inconclusive"
-    if direction == ">":
-        return "held" if low > threshold else "not held" if high <= threshold else "inconclusive"
-    return "held" if high < threshold else "not held" if low >= threshold else "inconclusive"
+def last_ranking(res: Results) -> pd.DataFrame:
+    """The supernet's ranking.csv row of each run at its last epoch (long form: predictor `supernet`)."""
+    rk = res.ranking
+    if rk.empty or not {"epoch", "kendall_tau"} <= set(rk.columns):
+        return pd.DataFrame(columns=["label", "space", "seed", "epoch", "kendall_tau"])
+    if "predictor" in rk:
+        rk = rk[rk["predictor"] == "supernet"]
+    rk = rk.dropna(subset=["epoch", "kendall_tau"])
+    return rk.sort_values("epoch", kind="stable").drop_duplicates(["label", "space", "seed"], keep="last")
 
 
 def per_seed(res: Results, quantity: str, label: str, space: str) -> dict[int, float]:
-    """{seed: value} of one label on one space: a final.json quantity, or its last supernet epoch's log field."""
-    df = res.last if quantity in LOG_KEYS else res.runs[res.runs["status"] == "ok"]
+    """{seed: value} of one label on one space: a final.json quantity, its last supernet epoch's log field, or
+    the supernet's Kendall τ at its last ranked epoch."""
+    if quantity == "kendall_tau":
+        df = last_ranking(res)
+    else:
+        df = res.last if quantity in LOG_KEYS else res.runs[res.runs["status"] == "ok"]
     sel = df[(df["label"] == label) & (df["space"] == space)]
     return {int(s): float(v) for s, v in zip(sel["seed"], sel[quantity]) if math.isfinite(v)}
 
@@ -65,15 +73,46 @@ def gains(values: dict[tuple[str, str], dict[int, float]], a: str, baselines: Se
     return out
 
 
+def _null_groups(values: dict[tuple[str, str], dict[int, float]], c: Claim, seeds: list[int]) -> list[list[list]]:
+    """Per seed, per space: a's value then each baseline's, as `verdicts.max_gain_null` takes them."""
+    out = []
+    for seed in seeds:
+        spaces = []
+        for space in sorted({s for s, _ in values}):
+            a = values.get((space, c.a), {})
+            b = [values[(space, x)][seed] for x in c.b if seed in values.get((space, x), {})]
+            spaces += [[a[seed], *b]] if seed in a and b else []
+        out.append(spaces)
+    return out
+
+
 # --- claims --------------------------------------------------------------------------------------------
 def fmt(x: float, digits: int, signed: bool = True) -> str:
     """Fixed-format number; '—' for NaN."""
     return "—" if not math.isfinite(x) else f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
+def delta_of(log_ratio: float, digits: int = 1) -> str:
+    """A log-ratio margin as ±percent."""
+    return "—" if not math.isfinite(log_ratio) else f"±{100 * (math.exp(log_ratio) - 1):.{digits}f} %"
+
+
+def shower(c: Claim):
+    """How a value of claim `c` is printed: log-ratios as ratios, the rest signed in the claim's digits."""
+    if c.kind == "ratio":
+        return lambda x: fmt(math.exp(x), c.digits, False) if math.isfinite(x) else "—"
+    return lambda x: fmt(x, c.digits)
+
+
+def delta_text(c: Claim) -> str:
+    """Δ as printed: ±percent for ratios (judged on the log scale), else in the claim's units."""
+    return delta_of(c.effect.delta, 0) if c.kind == "ratio" else f"{c.effect.delta:.{c.digits}f}"
+
+
 def _what(c: Claim) -> str:
     """What our number for claim `c` is, in words."""
     q = {"supernet_train_s": "supernet device time net of logged probe/ζ time"}.get(c.quantity, c.quantity)
+    q = {"kendall_tau": "supernet Kendall τ (last ranked epoch)"}.get(q, q)
     when = " at the last supernet epoch" if c.quantity in LOG_KEYS else ""
     b = ", ".join(c.b)
     if c.kind == "mean_gain":
@@ -83,43 +122,73 @@ def _what(c: Claim) -> str:
     return {"value": f"{c.a} {q}{when}", "diff": f"{c.a} − {b} {q}{when}", "ratio": f"{c.a} / {b} {q}"}[c.kind]
 
 
-def judge(c: Claim, group: str, space: str, values: dict[int, float], a: dict, b: dict) -> dict:
-    """A claim's result row: t-interval of the per-seed values, verdict and a one-line message with the figures."""
+def judge(c: Claim, group: str, space: str, values: dict[int, float], a: dict, b: dict, **ctx) -> dict:
+    """A claim's result row: the per-seed values' t intervals, the verdict against P scaled and Δ, its sizing,
+    and a one-line message. `ctx` may give `scaled` (P scaled) and `null` (a permutation null summary). Numbers
+    are in the judged units (log-ratios for ratios); `shown` holds them as printed."""
     seeds = sorted(values)
-    mean, low, high, n = t_interval([values[s] for s in seeds])
-    v = verdict(low, high, n, c.direction, c.threshold)
-    signed, d = c.kind != "ratio", c.digits
-    eps = 1e-9 * max(1.0, abs(c.paper or 0.0))  # a degenerate interval [x, x] holds x despite rounding
-    inside = None if c.paper is None or n < 2 else bool(low - eps <= c.paper <= high + eps)
+    est = from_values([values[s] for s in seeds])
+    show, d = shower(c), c.digits
+    p_fig = paper.paper_figure(c, space)
+    ref = math.log(p_fig) if c.kind == "ratio" and p_fig else p_fig  # P in the judged (log) units
+    scaled = ctx.get("scaled", ref)
+    size = delta_of if c.kind == "ratio" else lambda x: fmt(x, d, False)
+    v = judge_interval(est, c.effect.delta, scaled, test=c.test, null=ctx.get("null"), show=show, show_size=size)
     where = "all spaces" if space == "all" else space
     paired = "paired " if c.kind in ("diff", "ratio") else ""
-    if n == 0:
+    if est.n == 0:
         counts = ", ".join(f"{k}: {len(x)}" for k, x in zip(c.labels, (a, b)) if c.kind in ("value", "diff", "ratio"))
         msg = f"{_what(c)} on {where}: no {paired}seeds" + (f" (seeds per label: {counts})" if counts else "")
     else:
-        ours = fmt(mean, d, signed) + (f" [{fmt(low, d, signed)}, {fmt(high, d, signed)}]" if n >= 2 else "")
-        msg = (
-            f"{_what(c)} on {where}: {ours} {c.unit}, n={n} {paired}seed{'s' * (n != 1)} ({', '.join(map(str, seeds))})"
-        )
+        ours = show(est.mean) + (f" [{show(est.low)}, {show(est.high)}]" if est.n >= 2 else "")
+        msg = f"{_what(c)} on {where}: {ours} {c.unit}, n={est.n} {paired}seed{'s' * (est.n != 1)} ({', '.join(map(str, seeds))})"
     if c.kind in ("diff", "ratio") and seeds:
         msg += f"; {c.a} {np.mean([a[s] for s in seeds]):.{d}f}, {c.b[0]} {np.mean([b[s] for s in seeds]):.{d}f}"
-    if c.paper is not None:
-        msg += f"; paper {fmt(c.paper, d, signed)}" + {True: " (inside ours)", False: " (outside ours)"}.get(inside, "")
-    why = "" if v != "inconclusive" else f" (fewer than 2 {paired}seeds)" if n < 2 else " (the interval straddles it)"
-    msg += f"; claimed {c.direction} {c.threshold:g} → {v}{why}"
+    if ctx.get("null"):
+        null = ctx["null"]
+        msg += f"; label-permutation null mean {show(null['mean'])}, 95 % quantile {show(null['q95'])}, p = {null['p']:.3f}"
+    if p_fig is not None:
+        msg += f"; paper {show(ref)}" + (f" (scaled to ours {show(scaled)})" if scaled != ref else "")
+    msg += f"; Δ {delta_text(c)} → {v['verdict_text']}"
+    shown = {"paper": "—" if ref is None else show(ref), "scaled": "—" if scaled is None else show(scaled)}
+    shown |= {"mean": show(est.mean), "interval": f"[{show(est.low)}, {show(est.high)}]" if est.n >= 2 else "—"}
+    shown |= {"delta": delta_text(c), "mde": size(v["mde"])}
     return {
-        "id": c.id, "group": group, "space": space, "text": c.text, "source": c.source, "paper": c.paper,
-        "ours_mean": mean, "low": low, "high": high, "n": n, "seeds": seeds, "direction": c.direction,
-        "threshold": c.threshold, "verdict": v, "paper_in_interval": inside, "message": msg, "signed": signed,
-        "digits": d,
+        "id": c.id, "group": group, "space": space, "text": c.text, "source": c.source, "test": c.test,
+        "paper": ref, "paper_scaled": NAN if scaled is None else scaled, "delta": c.effect.delta,
+        "delta_why": c.effect.why, "ours_mean": est.mean, "low": est.low, "high": est.high, "low90": est.low90,
+        "high90": est.high90, "sd": est.sd, "n": est.n, "seeds": seeds, "message": msg, "shown": shown,
+        "unit": c.unit, "digits": d, "null": ctx.get("null"), **v,
     }  # fmt: skip
+
+
+def _errors(values: dict[tuple[str, str], dict[int, float]], baselines: Sequence[str], seeds: Sequence[int]) -> dict:
+    """Our baselines' top-1 error, 100 − the mean top-1 over `seeds`, per (space, baseline), for P scaled."""
+    out = {}
+    for (space, label), v in sorted(values.items()):
+        if label in baselines and any(s in v for s in seeds):
+            out[(space, label)] = 100.0 - float(np.mean([v[s] for s in seeds if s in v]))
+    return out
+
+
+def pooled(c: Claim, values: dict[tuple[str, str], dict[int, float]], group: str = "claim") -> dict:
+    """The row of a claim pooled over spaces (Table 1 gains) from {(space, label): {seed: value}}: P scaled from
+    the baselines' errors on the seeds judged and, for the largest gain, its label-permutation null."""
+    g = gains(values, c.a, c.b, c.kind)
+    ctx = {"scaled": paper.scaled_top1(c, _errors(values, c.b, sorted(g)))} if c.quantity == "top1" else {}
+    if c.kind == "max_gain" and g:
+        ctx["null"] = null_summary(max_gain_null(_null_groups(values, c, sorted(g))), float(np.mean(list(g.values()))))
+    return judge(c, group, "all", g, {}, {}, **ctx)
 
 
 def evaluate(res: Results, c: Claim, group: str = "claim") -> list[dict]:
     """Result rows of one claim: one per space with data for its labels (or one pooled row for Table 1 gains)."""
     if not c.per_space:
-        values = {(s, label): per_seed(res, c.quantity, label, s) for s in res.spaces for label in c.labels}
-        return [judge(c, group, "all", gains(values, c.a, c.b, c.kind), {}, {})]
+        return [
+            pooled(
+                c, {(s, label): per_seed(res, c.quantity, label, s) for s in res.spaces for label in c.labels}, group
+            )
+        ]
     spaces = [s for s in res.spaces if any(per_seed(res, c.quantity, label, s) for label in c.labels)] or ["—"]
     rows = []
     for space in spaces:
@@ -130,16 +199,36 @@ def evaluate(res: Results, c: Claim, group: str = "claim") -> list[dict]:
         elif c.kind == "diff":
             values = {s: a[s] - b[s] for s in a if s in b}
         else:
-            values = {s: a[s] / b[s] for s in a if s in b and b[s] != 0}
-        rows.append(judge(c, group, space, values, a, b))
+            values = {s: math.log(a[s] / b[s]) for s in a if s in b and a[s] > 0 and b[s] > 0}
+        ctx = {}
+        if c.quantity == "top1" and c.kind == "diff":
+            ctx["scaled"] = paper.scaled_top1(c, _errors({(space, c.b[0]): b}, c.b, sorted(values)))
+        rows.append(judge(c, group, space, values, a, b, **ctx))
+    return rows
+
+
+def supernet_vs_flops(res: Results) -> list[dict]:
+    """Per run, τ(supernet) − τ(FLOPs) against the ground truth at the last ranked epoch, judged with τ's Δ
+    from the paired bootstrap over architectures that ranking.csv holds (rows written before it: none)."""
+    rows = []
+    last = last_ranking(res)
+    if "flops_diff" not in last:
+        return rows
+    for r in last.itertuples():
+        est = supplied(r.flops_diff, r.flops_diff_low, r.flops_diff_high, int(r.n), se=r.flops_diff_se,
+                       low90=r.flops_diff_low90, high90=r.flops_diff_high90)  # fmt: skip
+        show, size = (lambda x: fmt(x, 3)), (lambda x: fmt(x, 3, False))
+        v = judge_interval(est, paper.TAU.delta, None, show=show, show_size=size, units="architectures")
+        rows.append({"id": "supernet_vs_flops", "group": "flops", "space": r.space, "label": r.label, "seed": r.seed,
+                     "epoch": int(r.epoch), "tau": r.kendall_tau, "ours_mean": est.mean, "low": est.low,
+                     "high": est.high, "n": est.n, "delta": paper.TAU.delta, **v})  # fmt: skip
     return rows
 
 
 def judge_all(res: Results) -> list[dict]:
-    """Every paper claim, then every qualitative check, evaluated on `res`."""
-    return [r for c in paper.CLAIMS for r in evaluate(res, c)] + [
-        r for c in paper.CHECKS for r in evaluate(res, c, "check")
-    ]
+    """Every paper claim, qualitative check and ranking claim, then each run's supernet against FLOPs."""
+    groups = (("claim", paper.CLAIMS), ("check", paper.CHECKS), ("ranking", paper.RANKING))
+    return [r for group, cs in groups for c in cs for r in evaluate(res, c, group)] + supernet_vs_flops(res)
 
 
 def claim_results(run_dir: str | Path) -> list[dict]:

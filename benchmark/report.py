@@ -5,12 +5,12 @@
 DIR holds one `<label>-<space>-seed<N>/` folder per run (config.json, train_log.jsonl, final.json, optional
 ranking.csv, error.json if it failed) and optionally the harness's plan.json. Written into DIR: table1.csv,
 table1.md, teacher_student_gap.csv, fig1_teacher_accuracy.png, fig2_diversity.png, fig3_ranking.png and
-ranking.csv (when a run has a ranking.csv) and REPORT.md; the same files in give the same csv/md bytes out. Claims are judged on
-95 % t-intervals over seeds (paired per-seed differences where two labels are compared). Bad input ends with
-one line `error: ...` and exit status 2.
+ranking.csv (when a run has a ranking.csv) and REPORT.md; the same files in give the same csv/md bytes out. Bad
+input ends with one line `error: ...` and exit status 2.
 
-This module writes the tables and REPORT.md; the run folders are read by `benchmark.results`, the claims judged
-by `benchmark.claims` and the figures drawn by `benchmark.figures`.
+This module writes the tables and REPORT.md (its sections: SECTIONS); the run folders are read by
+`benchmark.results`, the claims judged by `benchmark.claims` (verdicts: `benchmark.verdicts`, sizing:
+`benchmark.power`) and the figures drawn by `benchmark.figures`.
 """
 
 from __future__ import annotations
@@ -19,15 +19,18 @@ import argparse
 import math
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from benchmark import paper
-from benchmark.claims import fmt, judge_all
+from benchmark.claims import fmt, judge_all, last_ranking
 from benchmark.figures import FIGURES
+from benchmark.power import power_md
 from benchmark.results import LABELS, NAN, SE_KEYS, ReportError, Results, display_order, load, seed_text
+from benchmark.verdicts import HELD, SCHEME, from_values
 
 
 # --- tables --------------------------------------------------------------------------------------------
@@ -134,41 +137,55 @@ def _header(res: Results) -> list[str]:
     return lines
 
 
-def _claim_sections(claims: list[dict], group: str) -> list[str]:
-    """A summary table, then one section per claim with its text, the paper's figure and each space's message."""
-    rows = [c for c in claims if c["group"] == group]
-    lines = [
-        _md_table(
-            ["id", "space", "paper", "ours", "n", "verdict", "95 % interval"],
-            [
-                [c["id"], c["space"], "—" if c["paper"] is None else fmt(c["paper"], c["digits"], c["signed"])]
-                + [fmt(c["ours_mean"], c["digits"], c["signed"]), c["n"], f"**{c['verdict']}**"]
-                + [
-                    "—"
-                    if c["n"] < 2
-                    else f"[{fmt(c['low'], c['digits'], c['signed'])}, {fmt(c['high'], c['digits'], c['signed'])}]"
-                ]
-                for c in rows
-            ],
-        )
+def _banner(res: Results) -> list[str]:
+    """A smoke-preset report says first that it checks the pipeline and says nothing about the paper."""
+    if not res.smoke:
+        return []
+    return [
+        "> **Pipeline check, not a result.** These runs are of the smoke preset (a few steps on a few hundred "
+        "images): every number and verdict below only shows that the pipeline runs end to end.",
+        "",
     ]
+
+
+def _claim_table(rows: list[dict]) -> str:
+    """One line per claim and space: P, P scaled, Δ, ours with its 95 % interval, n, verdict, MDE, n for Δ."""
+    header = ["id", "space", "paper P", "P scaled", "Δ", "ours", "95 % interval", "n", "verdict", "MDE", "n for Δ"]
+    return _md_table(
+        header,
+        [
+            [c["id"], c["space"], c["shown"]["paper"], c["shown"]["scaled"], c["shown"]["delta"], c["shown"]["mean"]]
+            + [c["shown"]["interval"], c["n"], f"**{c['verdict_label']}**", c["shown"]["mde"], c["n_needed"] or "—"]
+            for c in rows
+        ],
+    )
+
+
+def _claim_sections(claims: list[dict], group: str) -> list[str]:
+    """A summary table, then one section per claim with its text, P, P scaled, Δ and each space's message."""
+    rows = [c for c in claims if c["group"] == group]
+    lines = [_claim_table(rows)]
+    by_id = {c.id: c for c in (*paper.CLAIMS, *paper.CHECKS, *paper.RANKING)}
     for cid in dict.fromkeys(c["id"] for c in rows):
-        first = next(c for c in rows if c["id"] == cid)
-        paper_fig = "no figure given" if first["paper"] is None else f"{first['paper']:g}"
-        lines += [f"### {cid}: {first['text']}", "", f"Paper ({first['source']}): {paper_fig}.", ""]
-        lines += [f"- **{c['space']}**: {c['message']}" for c in rows if c["id"] == cid] + [""]
+        first, c = next(r for r in rows if r["id"] == cid), by_id[cid]
+        fig = "no figure given (Δ stands in for it)" if c.paper is None else f"P = {first['shown']['paper']}"
+        note = paper.scaling_note(c)
+        fig += f"; scaled to our data: {note}" if note else ""
+        lines += [f"### {cid}: {first['text']}", "", f"Paper ({first['source']}): {fig}."]
+        lines += [f"Δ = {first['shown']['delta']} ({c.effect.why}).", ""]
+        lines += [f"- **{r['space']}**: {r['message']}" for r in rows if r["id"] == cid] + [""]
     return lines
 
 
 def _control(claims: list[dict]) -> list[str]:
     """Where the beta = 0 control sits between random sets and ζ-based ones, per space."""
-    none = {"verdict": "inconclusive", "ours_mean": NAN}
+    none = {"verdict": "too-few-seeds", "ours_mean": NAN}
     by = {(c["id"], c["space"]): c for c in claims}
     lines = []
     for space in dict.fromkeys(c["space"] for c in claims if c["id"] in ("control_repeats", "control_zeta")):
         rep, zeta = by.get(("control_repeats", space), none), by.get(("control_zeta", space), none)
         vs = {rep["verdict"], zeta["verdict"]}
-        place = "between them" if vs == {"held"} else "not between them" if "not held" in vs else "undecided"
+        place = "between them" if vs <= set(HELD) else "not between them" if "contradicted" in vs else "undecided"
         lines.append(
             f"- **{space}**: ennas-beta0 is {place}: no repeats adds {fmt(rep['ours_mean'], 3)} ({rep['verdict']}), "
             f"ζ-based sampling {fmt(zeta['ours_mean'], 3)} ({zeta['verdict']}) to the mean logit distance"
@@ -191,32 +208,133 @@ def _costs(res: Results) -> str:
     return _md_table(header + ["supernet GPU-days"], rows)
 
 
-def report_md(res: Results, table_md: str, claims: list[dict], figures: dict[str, str | None]) -> str:
-    """REPORT.md: header, Table 1, claim by claim, qualitative checks, costs, figures."""
-    lines = ["# ennas-bench report", "", *_header(res), "", "## Table 1", "", table_md]
+def _span(low: float, high: float, signed: bool = True) -> str:
+    """'[low, high]' to 3 decimals, '—' where undefined."""
+    return f"[{fmt(low, 3, signed)}, {fmt(high, 3, signed)}]" if math.isfinite(low) else "—"
+
+
+def _ranking_md(res: Results, claims: list[dict]) -> list[str]:
+    """τ per method, the ceilings, the ranking claims and each run's supernet against FLOPs."""
+    last = last_ranking(res)
+    if last.empty:
+        return ["No run has a ranking.csv: no ranking fidelity to judge.", ""]
+    optional = ["predictor", "tau_low", "tau_high", "ceiling_mean_tau", "ceiling_mean_low", "ceiling_mean_high"]
+    rk = res.ranking.reindex(columns=list(dict.fromkeys([*res.ranking.columns, *optional, "seed_reliability"])))
+    rows = []
+    for (space, label), g in last.groupby(["space", "label"], sort=False):
+        e, per = from_values(g["kendall_tau"].tolist()), ", ".join(f"{t:.3f}" for t in g["kendall_tau"])
+        rows.append([space, label, e.n, fmt(e.mean, 3), _span(e.low, e.high), per])
+    for r in rk[rk["predictor"].isin(["flops", "params"])].drop_duplicates(["space", "predictor"]).itertuples():
+        rows.append([r.space, f"*{r.predictor} alone*", "—", fmt(r.kendall_tau, 3), _span(r.tau_low, r.tau_high), ""])
+    lines = [
+        "Kendall τ of each method's supernet against the ground truth's per-architecture means, at each run's last "
+        "ranked epoch: the mean over seeds with its 95 % t-interval; FLOPs and params alone with their bootstrap "
+        "intervals over architectures.",
+        "",
+        _md_table(["space", "ranker", "n", "τ", "95 % interval", "per seed"], rows),
+    ]
+    for r in rk[rk["predictor"] == "ceiling"].drop_duplicates("space").itertuples():
+        ceiling = f"{fmt(r.ceiling_mean_tau, 3, False)} {_span(r.ceiling_mean_low, r.ceiling_mean_high, False)}"
+        lines.append(
+            f"- **{r.space}** ceiling (as rankers are scored): a noise-free ranker reaches τ {ceiling} against the "
+            f"{r.gt_seeds:g}-seed ground-truth mean (one seed's reliability {r.seed_reliability:.2f}, from the "
+            "ground truth's variance components; τ = (2/π)·arcsin √R)"
+            if math.isfinite(r.ceiling_mean_tau)
+            else f"- **{r.space}** ceiling against the ground-truth mean: not in ranking.csv (written before it)"
+        )
+        lines.append(
+            f"- **{r.space}** τ between two single ground-truth seeds (the old ceiling, a noisier comparison than the "
+            f"rankers face): {fmt(r.kendall_tau, 3, False)} {_span(r.tau_low, r.tau_high, False)}"
+        )
+    lines += ["", "### Ranking claims (τ differences, paired by seed)", "", *_claim_sections(claims, "ranking")]
+    lines += ["### Supernet against FLOPs alone, per run", ""]
+    flops = [c for c in claims if c["group"] == "flops"]
+    if not flops:
+        return lines + [
+            "The runs' ranking.csv files predate the paired bootstrap of τ(supernet) − τ(FLOPs); rewrite them from "
+            "the memoised scores: `python -m benchmark.fidelity RUN... --groundtruth CSV --from-scores`.",
+            "",
+        ]
     lines += [
-        "## Claims",
-        "",
-        "Ours: the mean over seeds and its 95 % t-interval; where two labels are compared, of the paired "
-        "per-seed differences on matching seeds. Teacher, student and diversity values are those of the last "
-        "supernet epoch. *held*: the interval lies on the claimed side of the threshold; *not held*: entirely "
-        "on the other side; *inconclusive*: it straddles the threshold, or there are fewer than 2 (paired) seeds.",
-        "",
-        *_claim_sections(claims, "claim"),
-        "## Qualitative checks",
-        "",
-        *_claim_sections(claims, "check"),
-        "Control placement (ennas-wo-ds < ennas-beta0 < ennas separates 'no repeats' from ζ-based diversity):",
-        "",
-        *_control(claims),
-        "",
-        "## Cost",
-        "",
-        _costs(res),
-        "## Figures",
+        "τ(supernet) − τ(FLOPs) against the same ground truth at the last ranked epoch, with its paired BCa bootstrap "
+        f"interval over architectures; Δ = {paper.TAU.delta:.2f} ({paper.TAU.why}), no paper figure.",
         "",
     ]
-    lines += [f"- `{name}`: " + (f"skipped: {why}" if why else "written") for name, why in figures.items()]
+    header = ["space", "label", "seed", "epoch", "τ", "τ − τ(FLOPs)", "95 % BCa", "archs", "verdict", "MDE"]
+    header += ["archs for Δ"]
+    table = [
+        [c["space"], c["label"], c["seed"], c["epoch"], fmt(c["tau"], 3), fmt(c["ours_mean"], 3)]
+        + [_span(c["low"], c["high"]), c["n"], f"**{c['verdict_label']}**", fmt(c["mde"], 3, False)]
+        + [c["n_needed"] or "—"]
+        for c in flops
+    ]
+    return lines + [_md_table(header, table)]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What every REPORT.md section reads."""
+
+    res: Results
+    table_md: str
+    claims: list[dict]
+    figures: dict[str, str | None]
+
+
+def _s_table1(x: Inputs) -> list[str]:
+    return ["## Table 1", "", x.table_md]
+
+
+def _s_claims(x: Inputs) -> list[str]:
+    intro = (
+        "Ours: the mean over seeds with its 95 % t-interval; where two labels are compared, of the paired per-seed "
+        "differences on matching seeds (ratios: of the paired log-ratios, shown back as ratios). Teacher, student "
+        "and diversity values are those of the last supernet epoch. P: the paper's figure; P scaled: the same "
+        "relative error reduction on our data (top-1 claims; P elsewhere); Δ: the smallest effect of interest, "
+        "fixed in advance (benchmark/paper.py). " + SCHEME
+    )
+    return ["## Claims", "", intro, "", *_claim_sections(x.claims, "claim")]
+
+
+def _s_checks(x: Inputs) -> list[str]:
+    lines = ["## Qualitative checks", "", *_claim_sections(x.claims, "check")]
+    head = "Control placement (ennas-wo-ds < ennas-beta0 < ennas separates 'no repeats' from ζ-based diversity):"
+    return lines + [head, "", *_control(x.claims), ""]
+
+
+def _s_ranking(x: Inputs) -> list[str]:
+    return ["## Ranking", "", *_ranking_md(x.res, x.claims)]
+
+
+def _s_power(x: Inputs) -> list[str]:
+    rows = [c for c in x.claims if c["group"] in ("claim", "check", "ranking")]
+    intro = (
+        "From the observed paired sd: two-sided paired t test (TOST for the equivalence claim, sd and Δ as "
+        "log-ratios), α 0.05, power 0.8; size a study with `python -m benchmark.power DIR --n N ...`."
+    )
+    return ["## Power", "", intro, "", power_md(rows)]
+
+
+def _s_cost(x: Inputs) -> list[str]:
+    return ["## Cost", "", _costs(x.res)]
+
+
+def _s_figures(x: Inputs) -> list[str]:
+    return ["## Figures", ""] + [
+        f"- `{n}`: " + (f"skipped: {why}" if why else "written") for n, why in x.figures.items()
+    ]
+
+
+# REPORT.md's sections in order: each takes the Inputs and gives its lines (title first).
+SECTIONS = (_s_table1, _s_claims, _s_checks, _s_ranking, _s_power, _s_cost, _s_figures)
+
+
+def report_md(res: Results, table_md: str, claims: list[dict], figures: dict[str, str | None]) -> str:
+    """REPORT.md: a smoke banner where due, the header, then each of SECTIONS."""
+    x = Inputs(res, table_md, claims, figures)
+    lines = ["# ennas-bench report", "", *_banner(res), *_header(res), ""]
+    for section in SECTIONS:
+        lines += section(x)
     return "\n".join(lines) + "\n"
 
 

@@ -21,8 +21,10 @@ LOG_KEYS = ("teacher_acc", "student_acc", "gap", "diversity", *SE_KEYS, "probe_s
 NUMERIC = ("beta", "epochs", "top1", "top5", "mflops", "params_m", "supernet_device_s", "probe_device_s")
 NUMERIC += ("supernet_train_s", "search_device_s", "retrain_device_s", "epoch_start_device_s", "teacher_device_s")
 RUN_COLUMNS = ("label", "space", "seed", "folder", "status", "error", "method", "scale", "dataset", "cuda")
-RUN_COLUMNS += ("supervised", *NUMERIC)
+RUN_COLUMNS += ("supervised", "smoke", *NUMERIC)
 NAN = math.nan
+# Read as a file, not through benchmark.preset: that module's imports reach torch, which a report never needs.
+SMOKE_PRESET = Path(__file__).resolve().parent / "presets" / "smoke.json"
 
 
 class ReportError(ValueError):
@@ -43,6 +45,11 @@ class Results:
     def spaces(self) -> list[str]:
         """Spaces with any run, in display order."""
         return list(dict.fromkeys(self.runs["space"]))
+
+    @property
+    def smoke(self) -> bool:
+        """Whether these are smoke-preset runs (a pipeline check): by plan.json, or by any run's config."""
+        return self.preset == "smoke" or bool(self.runs["smoke"].eq(True).any())
 
     @cached_property
     def last(self) -> pd.DataFrame:
@@ -87,6 +94,17 @@ def _get(cfg: dict, dotted: str):
     return node
 
 
+def _carries(cfg: dict, preset: dict) -> bool:
+    """Whether `cfg` holds every (nested) value `preset` sets, i.e. the run was made with that preset."""
+    for key, value in preset.items():
+        if isinstance(value, dict):
+            if not (isinstance(cfg.get(key), dict) and _carries(cfg[key], value)):
+                return False
+        elif cfg.get(key) != value:
+            return False
+    return True
+
+
 def _num(value) -> float:
     """A float; NaN for None or anything non-numeric."""
     try:
@@ -126,6 +144,8 @@ def read_run(folder: Path, label: str, space: str, seed: int) -> tuple[dict, lis
     row |= {"method": cfg.get("method") or "", "scale": cfg.get("scale") or "", "cuda": env.get("cuda")}
     row |= {"dataset": _get(cfg, "data.dataset") or "", "beta": _num(_get(cfg, "ennas.beta"))}
     row |= {"epochs": _num(_get(cfg, "supernet.epochs")), "supervised": None}
+    smoke = _json(SMOKE_PRESET)
+    row["smoke"] = bool(cfg and smoke) and _carries(cfg, smoke)
     if (folder / "final.json").is_file():
         final = _json(folder / "final.json")
         if final is None:
