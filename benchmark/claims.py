@@ -9,6 +9,7 @@ the supernet against FLOPs alone (a bootstrap over architectures that `benchmark
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -124,10 +125,11 @@ def _what(c: Claim) -> str:
 
 def judge(c: Claim, group: str, space: str, values: dict[int, float], a: dict, b: dict, **ctx) -> dict:
     """A claim's result row: the per-seed values' t intervals, the verdict against P scaled and Δ, its sizing,
-    and a one-line message. `ctx` may give `scaled` (P scaled) and `null` (a permutation null summary). Numbers
-    are in the judged units (log-ratios for ratios); `shown` holds them as printed."""
+    and a one-line message. `ctx` may give `scaled` (P scaled), `null` (a permutation null summary), or `est`
+    with `what` (an estimate made elsewhere, e.g. isolated timings, and the words for it). Numbers are in the
+    judged units (log-ratios for ratios); `shown` holds them as printed."""
     seeds = sorted(values)
-    est = from_values([values[s] for s in seeds])
+    est = ctx.get("est") or from_values([values[s] for s in seeds])
     show, d = shower(c), c.digits
     p_fig = paper.paper_figure(c, space)
     ref = math.log(p_fig) if c.kind == "ratio" and p_fig else p_fig  # P in the judged (log) units
@@ -136,7 +138,9 @@ def judge(c: Claim, group: str, space: str, values: dict[int, float], a: dict, b
     v = judge_interval(est, c.effect.delta, scaled, test=c.test, null=ctx.get("null"), show=show, show_size=size)
     where = "all spaces" if space == "all" else space
     paired = "paired " if c.kind in ("diff", "ratio") else ""
-    if est.n == 0:
+    if ctx.get("what"):
+        msg = f"{ctx['what']}: {show(est.mean)} [{show(est.low)}, {show(est.high)}] {c.unit}, n={est.n}"
+    elif est.n == 0:
         counts = ", ".join(f"{k}: {len(x)}" for k, x in zip(c.labels, (a, b)) if c.kind in ("value", "diff", "ratio"))
         msg = f"{_what(c)} on {where}: no {paired}seeds" + (f" (seeds per label: {counts})" if counts else "")
     else:
@@ -225,10 +229,32 @@ def supernet_vs_flops(res: Results) -> list[dict]:
     return rows
 
 
+PERF_COSTS = "perf_costs.json"  # `python -m benchmark.perf cost_ratio --json` beside the runs: isolated timings
+
+
+def isolated_cost(res: Results, rows: list[dict]) -> list[dict]:
+    """The cost claim decided by isolated, interleaved epoch timings (benchmark.perf cost_ratio) where the folder
+    holds them; the runs' own co-scheduled times stay, as group `cost-coscheduled`, for the cost section."""
+    path = res.root / PERF_COSTS
+    perf = json.loads(path.read_text()).get("cost_ratio") if path.is_file() else None
+    c = next(c for c in paper.CLAIMS if c.id == "cost_vs_spos")
+    key = f"{c.a}_over_{c.b[0]}"
+    if not perf or key not in perf:
+        return rows
+    r = perf[key]
+    est = supplied(math.log(r["ratio"]), math.log(r["low"]), math.log(r["high"]), int(perf["rounds"]), r["log_sd"])
+    what = f"{c.a} / {c.b[0]} supernet epoch, isolated and interleaved on one machine ({PERF_COSTS}), {perf['what']}"
+    row = judge(c, "claim", "s1", {}, {}, {}, est=est, what=what) | {"source_of_estimate": "isolated"}
+    kept = [r | {"group": "cost-coscheduled"} if r["id"] == c.id and r["group"] == "claim" else r for r in rows]
+    at = next(i for i, r in enumerate(kept) if r["id"] == c.id)
+    return kept[:at] + [row] + kept[at:]
+
+
 def judge_all(res: Results) -> list[dict]:
     """Every paper claim, qualitative check and ranking claim, then each run's supernet against FLOPs."""
     groups = (("claim", paper.CLAIMS), ("check", paper.CHECKS), ("ranking", paper.RANKING))
-    return [r for group, cs in groups for c in cs for r in evaluate(res, c, group)] + supernet_vs_flops(res)
+    rows = [r for group, cs in groups for c in cs for r in evaluate(res, c, group)]
+    return isolated_cost(res, rows) + supernet_vs_flops(res)
 
 
 def claim_results(run_dir: str | Path) -> list[dict]:

@@ -98,12 +98,12 @@ def _epoch_round(loops: dict, batches: list, order: list[str], epoch: int, meta_
     return out
 
 
-def log_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Geometric mean and t-interval of positive ratios, computed on the log scale."""
+def log_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float, float]:
+    """Geometric mean and t-interval of positive ratios, computed on the log scale, and the log values' sd."""
     logs = np.log(values)
-    mean = float(logs.mean())
-    half = float(stats.t.ppf((1 + level) / 2, len(logs) - 1) * logs.std(ddof=1) / math.sqrt(len(logs)))
-    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+    mean, sd = float(logs.mean()), float(logs.std(ddof=1))
+    half = float(stats.t.ppf((1 + level) / 2, len(logs) - 1) * sd / math.sqrt(len(logs)))
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half), sd
 
 
 def cost_ratio(
@@ -135,7 +135,7 @@ def cost_ratio(
         if r + 1 < min_rounds:
             continue
         ratios = {m: log_interval([a / b for a, b in zip(epochs[m], epochs["spos"])]) for m in methods if m != "spos"}
-        if all(hi / est - 1 <= within and 1 - lo / est <= within for est, lo, hi in ratios.values()):
+        if all(hi / est - 1 <= within and 1 - lo / est <= within for est, lo, hi, _ in ratios.values()):
             break
     out: dict = {
         "what": f"s1/proxy supernet epochs in isolation: batch {batch}, {steps} steps a method a round, ζ included, "
@@ -145,9 +145,9 @@ def cost_ratio(
     }
     for m in methods:
         out[f"{m}_epoch_s"] = statistics.median(epochs[m])
-    for m, (est, lo, hi) in ratios.items():
-        out[f"{m}_over_spos"] = {"ratio": est, "low": lo, "high": hi}
-    out["met"] = all(hi / est - 1 <= within and 1 - lo / est <= within for est, lo, hi in ratios.values())
+    for m, (est, lo, hi, sd) in ratios.items():
+        out[f"{m}_over_spos"] = {"ratio": est, "low": lo, "high": hi, "log_sd": sd}
+    out["met"] = all(hi / est - 1 <= within and 1 - lo / est <= within for est, lo, hi, _ in ratios.values())
     return out
 
 

@@ -28,8 +28,10 @@ import pandas as pd
 from benchmark import paper
 from benchmark.claims import fmt, judge_all, last_ranking
 from benchmark.figures import FIGURES
+from benchmark.headroom import headroom_lines
 from benchmark.power import power_md
 from benchmark.results import LABELS, NAN, SE_KEYS, ReportError, Results, display_order, load, seed_text
+from benchmark.variance import analyse_results, variance_lines
 from benchmark.verdicts import HELD, SCHEME, from_values
 
 
@@ -54,8 +56,11 @@ def table1(res: Results) -> pd.DataFrame:
         for q in ("top1", "top5", "mflops"):
             row[f"{q}_mean"], row[f"{q}_std"] = _ms(ok[q])
         row |= {"params_m_mean": _ms(ok["params_m"])[0], "supervised": "/".join(sup)}
-        row |= {"supernet_device_h": _ms(ok["supernet_device_s"])[0] / 3600}
-        row |= {"gpu_days": _ms(ok["supernet_device_s"])[0] / 86400 if cuda else NAN}
+        # the method's supernet cost: less the probes and DNA's teacher, which stand in their own columns
+        row |= {"supernet_device_h": _ms(ok["supernet_train_s"])[0] / 3600}
+        row |= {"probe_device_h": _ms(ok["probe_device_s"])[0] / 3600}
+        row |= {"teacher_device_h": _ms(ok["teacher_device_s"])[0] / 3600}
+        row |= {"gpu_days": _ms(ok["supernet_train_s"])[0] / 86400 if cuda else NAN}
         row |= {"paper_top1": p.top1 if p else NAN, "paper_top5": p.top5 if p and p.top5 is not None else NAN}
         row |= {"paper_mflops": p.mflops if p else NAN, "paper_supervised": ("Y" if p.supervised else "N") if p else ""}
         row |= {"paper_gpu_days": p.gpu_days if p else NAN}
@@ -77,11 +82,13 @@ def _md_table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
 def table1_md(t: pd.DataFrame) -> str:
     """Table 1 as markdown: ours (mean ± sd, n seeds) then the paper's numbers."""
     header = ["space", "label", "n", "top-1 (%)", "top-5 (%)", "MFLOPs", "params (M)", "sup.", "supernet device-h"]
-    header += ["GPU-days", "paper top-1", "paper top-5", "paper MFLOPs", "paper sup.", "paper GPU-days"]
+    header += ["probes device-h", "DNA teacher device-h", "GPU-days", "paper top-1", "paper top-5", "paper MFLOPs"]
+    header += ["paper sup.", "paper GPU-days"]
     rows = [
         [r.space, r.label, r.n, _pm(r.top1_mean, r.top1_std), _pm(r.top5_mean, r.top5_std)]
         + [_pm(r.mflops_mean, r.mflops_std), fmt(r.params_m_mean, 3, False), r.supervised or "—"]
-        + [fmt(r.supernet_device_h, 3, False), fmt(r.gpu_days, 2, False), fmt(r.paper_top1, 1, False)]
+        + [fmt(r.supernet_device_h, 3, False), fmt(r.probe_device_h, 3, False), fmt(r.teacher_device_h, 3, False)]
+        + [fmt(r.gpu_days, 2, False), fmt(r.paper_top1, 1, False)]
         + [fmt(r.paper_top5, 1, False), fmt(r.paper_mflops, 0, False), r.paper_supervised or "—"]
         + [fmt(r.paper_gpu_days, 0, False)]
         for r in t.itertuples()
@@ -193,19 +200,33 @@ def _control(claims: list[dict]) -> list[str]:
     return lines
 
 
+COST_COLUMNS = {  # run column -> REPORT.md header (device-hours, mean over complete seeds)
+    "supernet_train_s": "method's supernet cost",
+    "epoch_start_device_s": "of which epoch start (ζ)",
+    "probe_device_s": "probes (not counted)",
+    "teacher_device_s": "DNA teacher (one-time, not counted)",
+    "search_device_s": "search",
+    "retrain_device_s": "retraining",
+}
+
+
 def _costs(res: Results) -> str:
-    """Device-hours per label and space (mean over complete seeds), GPU-days where the runs used CUDA."""
+    """Device-hours per label and space (mean over complete seeds) by kind, GPU-days where the runs used CUDA.
+
+    The method's supernet cost is the stage less the measurement probes and less DNA's teacher (the paper's DNA
+    loads a pretrained one); EnNAS's ζ estimate stays in it (a run logged before the split has '—' there and
+    its ζ time inside the probes). The times are those of the reference runs, two at a time on one machine.
+    """
     rows = []
     for space, label in dict.fromkeys(zip(res.runs["space"], res.runs["label"])):
         ok = res.runs[(res.runs["space"] == space) & (res.runs["label"] == label) & (res.runs["status"] == "ok")]
         if len(ok):
-            h = {k: _ms(ok[k])[0] / 3600 for k in ("supernet_device_s", "probe_device_s", "search_device_s")}
-            h["retrain_device_s"] = _ms(ok["retrain_device_s"])[0] / 3600
+            h = {k: _ms(ok[k])[0] / 3600 for k in COST_COLUMNS}
             cuda = bool(ok["cuda"].notna().all())
             rows.append([space, label, len(ok)] + [fmt(v, 3, False) for v in h.values()])
-            rows[-1].append(fmt(h["supernet_device_s"] / 24, 2, False) if cuda else "— (no CUDA)")
-    header = ["space", "label", "n", "supernet device-h", "of which probes/ζ", "search device-h", "retrain device-h"]
-    return _md_table(header + ["supernet GPU-days"], rows)
+            rows[-1].append(fmt(h["supernet_train_s"] / 24, 2, False) if cuda else "— (CPU runs: no GPU-days)")
+    header = ["space", "label", "n", *(f"{v} (device-h)" for v in COST_COLUMNS.values()), "supernet GPU-days"]
+    return _md_table(header, rows)
 
 
 def _span(low: float, high: float, signed: bool = True) -> str:
@@ -316,7 +337,21 @@ def _s_power(x: Inputs) -> list[str]:
 
 
 def _s_cost(x: Inputs) -> list[str]:
-    return ["## Cost", "", _costs(x.res)]
+    lines = ["## Cost", "", _costs(x.res)]
+    runs = [c for c in x.claims if c["group"] == "cost-coscheduled"]
+    if runs:
+        lines += ["The reference runs' own times (two runs at a time, not the claim's measurement):", ""]
+        lines += [f"- **{c['space']}**: {c['message']}" for c in runs] + [""]
+    return lines
+
+
+def _s_headroom(x: Inputs) -> list[str]:
+    lines = headroom_lines(x.res)
+    return ["## Diversity headroom", "", *lines, ""] if lines else []
+
+
+def _s_variance(x: Inputs) -> list[str]:
+    return variance_lines(analyse_results(x.res))
 
 
 def _s_figures(x: Inputs) -> list[str]:
@@ -326,7 +361,7 @@ def _s_figures(x: Inputs) -> list[str]:
 
 
 # REPORT.md's sections in order: each takes the Inputs and gives its lines (title first).
-SECTIONS = (_s_table1, _s_claims, _s_checks, _s_ranking, _s_power, _s_cost, _s_figures)
+SECTIONS = (_s_table1, _s_claims, _s_checks, _s_headroom, _s_ranking, _s_variance, _s_power, _s_cost, _s_figures)
 
 
 def report_md(res: Results, table_md: str, claims: list[dict], figures: dict[str, str | None]) -> str:

@@ -152,7 +152,11 @@ def paired(df: pd.DataFrame, a: str, b: str, column: str) -> dict:
 
 def analyse(run_dir: str | Path, groundtruth: str | Path | None = None) -> dict:
     """The decomposition, the chosen design and the FLOPs-adjusted differences of EnNAS against each label."""
-    res = load(run_dir)
+    return analyse_results(load(run_dir), groundtruth)
+
+
+def analyse_results(res: Results, groundtruth: str | Path | None = None) -> dict:
+    """`analyse` on loaded results (the report's entry point); the ground truth defaults to the folder's own."""
     table = retrain_table(res)
     comp = components(table)
     out: dict = {"components": comp}
@@ -162,7 +166,7 @@ def analyse(run_dir: str | Path, groundtruth: str | Path | None = None) -> dict:
         # under other load, so their times would not compare with c_first
         retrain = float(table[table["index"] == 0]["retrain_s"].mean())
         out["design"] = design(comp, first, retrain)
-    gt = Path(groundtruth) if groundtruth else Path(run_dir) / f"groundtruth_{(res.spaces or ['s1'])[0]}.csv"
+    gt = Path(groundtruth) if groundtruth else res.root / f"groundtruth_{(res.spaces or ['s1'])[0]}.csv"
     if gt.is_file():
         slope = flops_slope(gt)
         adjusted = flops_adjusted(res, slope)

@@ -5,11 +5,11 @@ paper's figure scaled to our data, or Δ where the paper gives none) is judged i
 
 1. *too few seeds*: n < 3 (no verdict);
 2. *contradicted*: U < 0;
-3. *negligible*: L90 > −Δ and U90 < Δ (two one-sided tests at 5 % each; Lakens). Checked before the held
-   verdicts on purpose: an effect that is real but surely smaller than Δ is not the claim's effect;
-4. *held, larger than R*: L > R;
-5. *consistent with R*: L > 0 and L ≤ R ≤ U;
-6. *held, smaller than R*: L > 0 and U < R;
+3. *held, larger than R*: L > R;
+4. *consistent with R*: L > 0 and L ≤ R ≤ U;
+5. *held, smaller than R*: L > 0 and U < R (an effect that is there, whatever its size: the issue's order,
+   so a real but small effect is reported as held and smaller, with its interval, not as negligible);
+6. *negligible*: L90 > −Δ and U90 < Δ (two one-sided tests at 5 % each; Lakens);
 7. *no effect of R's size*: L ≤ 0 ≤ U and U < R (U bounds the effect from above);
 8. otherwise *inconclusive*, with the minimum detectable effect at the current n and the n needed at Δ.
 
@@ -51,8 +51,8 @@ WORDS = {
 # The scheme in one paragraph, for REPORT.md.
 SCHEME = (
     "Verdicts, first match wins (benchmark/verdicts.py): *too few seeds* (n < 3, no verdict); *contradicted* "
-    "(interval below 0); *negligible* (90 % interval inside ±Δ); *held, larger than*, *consistent with* or "
-    "*held, smaller than* the paper (interval above 0; P scaled below, inside or above it); *no effect of the "
+    "(interval below 0); *held, larger than*, *consistent with* or *held, smaller than* the paper (interval "
+    "above 0; P scaled below, inside or above it); *negligible* (90 % interval inside ±Δ); *no effect of the "
     "paper's size* (the interval straddles 0, P scaled above it: its upper end bounds the effect); else "
     "*inconclusive*. Where the paper gives no figure, Δ stands in for P. The largest-gain claim must also beat a "
     "label-permutation null (p < 0.05) to be held. The cost claim is an equivalence: *held* when the 90 % "
@@ -129,12 +129,12 @@ def classify(est: Estimate, delta: float, reference: float | None = None, test: 
     ref = delta if reference is None or not math.isfinite(reference) else reference
     if U < 0:
         return "contradicted"
-    if -delta < L90 and U90 < delta:
-        return "negligible"
     if L > ref:
         return "held-larger"
     if L > 0:
         return "consistent" if ref <= U else "held-smaller"
+    if -delta < L90 and U90 < delta:
+        return "negligible"
     return "no-effect-of-size" if U < ref else "inconclusive"
 
 

@@ -124,7 +124,11 @@ def test_no_half_written_files_after_a_kill(tmp_path):
     "args,message,status",
     [
         (["--method", "nope"], "unknown method 'nope'; known:", 2),
-        (["--space", "s9"], "unknown search space 's9'; known: cream, dna, dna_w96_160, dna_w96_192, s1, s2, s3, spos", 2),
+        (
+            ["--space", "s9"],
+            "unknown search space 's9'; known: cream, dna, dna_w96_160, dna_w96_192, s1, s2, s3, spos",
+            2,
+        ),
         (["--preset", "huge"], "unknown preset 'huge'; known:", 2),
         (["--set", "supernet.lr"], "--set takes key=value", 2),
         (["--set", "supernet.nope=1"], "unknown setting 'supernet.nope'", 2),

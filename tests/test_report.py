@@ -362,6 +362,7 @@ def test_sections_are_a_list(tmp_path, monkeypatch):
         "## Table 1",
         "## Claims",
         "## Qualitative checks",
+        "## Diversity headroom",  # the fixture's ennas runs log their headroom
         "## Ranking",
         "## Power",
         "## Cost",

@@ -36,7 +36,7 @@ def est(low, high, low90=None, high90=None, n=5, sd=0.4):
         ((-2.0, -0.5), 1.2, "contradicted"),  # entirely below 0
         ((-0.2, -0.05), 1.2, "contradicted"),  # also inside ±Δ: contradicted is checked first
         ((-0.1, 0.2), 1.2, "negligible"),  # 90 % interval inside ±Δ
-        ((0.05, 0.2), 1.2, "negligible"),  # above 0 but surely below Δ: negligible before the held verdicts
+        ((0.05, 0.2), 1.2, "held-smaller"),  # above 0 and surely below Δ: held (the order), not negligible
         ((1.5, 2.5), 1.2, "held-larger"),  # L > P scaled
         ((0.5, 1.5), 1.2, "consistent"),  # L > 0, P scaled inside
         ((0.5, 0.9), 1.2, "held-smaller"),  # L > 0, U < P scaled (and not inside ±Δ)
