@@ -6,10 +6,11 @@ random path per step, blocks trained one after another with Adam (lr 0.002 for t
 0.005 between, x0.9 per epoch, weight decay 1e-4). Every candidate path of every block is then rated by
 mean|student - teacher| / std(teacher) on the search split after BN recalibration, and the architecture is
 the one minimising the summed ratings under the FLOPs budget. Differences, by choice: the teacher is
-trained by our own pipeline (or loaded from a local checkpoint) and frozen in eval mode; the supernet's
-widths are fixed by the space, so 1x1 adapters map teacher widths to the block's input and its output to
-the teacher's widths; block 0's input is the supernet's own stem on the image. The module layout: `teacher`
-(build, align, train or load), `blocks` (the trained module and its step policy), `rating` (rating block
+trained by our own pipeline, once per dataset (`python -m benchmark.teacher`, loaded by every run as the paper
+loads its pretrained one) or inside the run, or loaded from a local timm checkpoint, and frozen in eval mode;
+the supernet's widths are fixed by the space, so 1x1 adapters map teacher widths to the block's input and its
+output to the teacher's widths; block 0's input is the supernet's own stem on the image. The module layout:
+`source` (which teacher, and whether it fits), `teacher` (build, align, train or load), `blocks` (the trained module and its step policy), `rating` (rating block
 paths), `traverse` (the exact search); this module is the method that ties them together.
 """
 
@@ -28,6 +29,7 @@ from torch import nn
 
 from baselines.dna.blocks import BlockDistillation, DNABlock
 from baselines.dna.rating import RatingLog, calibrate
+from baselines.dna.source import TeacherSource, teacher_source
 from baselines.dna.teacher import (
     adapter,
     block_pairs,
@@ -59,8 +61,12 @@ class DNAOptions(Options):
     """The `dna` config section: the teacher, block training and rating (official values where they exist)."""
 
     teacher: str = ""  # timm model name of the teacher ("" picks one for the scale)
-    teacher_checkpoint: str | None = None  # local weights of the teacher; nothing is downloaded
-    teacher_epochs: int = 10  # epochs to train the teacher when no checkpoint is given
+    teacher_checkpoint: str | None = None  # local checkpoint of any timm model (dna.teacher); nothing is downloaded
+    # the teachers trained once by `python -m benchmark.teacher`, as <dataset>.pt ({scale} filled in, relative to the
+    # repository root); a run without dna.teacher_checkpoint loads the one for its dataset if there is one, else
+    # trains its own; "none": always train inside the run
+    teacher_dir: str = "results/{scale}/dna_teacher"
+    teacher_epochs: int = 10  # epochs to train the teacher when it is trained here (inside a run or once)
     block_epochs: int = 20  # epochs per block
     block_lr: tuple[float, float] = (0.002, 0.005)  # first and last block, the others (official)
     lr_decay: float = 0.9  # per epoch
@@ -91,6 +97,8 @@ class DNA(Method):
         super().__init__(ctx)
         self.ranges = block_ranges(ctx.space)
         self.teacher: nn.Module | None = None
+        self.source: TeacherSource | None = None  # where the teacher comes from, decided in build()
+        self.fingerprint: dict = {}
         self.info: dict = {}
         self.teacher_ready = False
 
@@ -101,7 +109,8 @@ class DNA(Method):
             return
         ctx, space = self.ctx, self.ctx.space
         sizes = block_sizes(space, ctx.data.resolution)
-        self.teacher, self.indices, widths = build_teacher(ctx, sizes)
+        self.source = teacher_source(ctx)
+        self.teacher, self.indices, widths, self.fingerprint = build_teacher(ctx, sizes, self.source)
         seed_torch(ctx.cfg.seed, "init", 1)
         modules = {}
         for i, (start, stop) in enumerate(self.ranges):
@@ -113,10 +122,11 @@ class DNA(Method):
             self.adapters = self.adapters.to(memory_format=torch.channels_last)
 
     def ready_teacher(self) -> None:
-        """Trained (or loaded) and frozen teacher weights; the first call may train it."""
+        """Trained (or loaded) and frozen teacher weights; the first call may train it (a loaded teacher: no
+        "teacher" stage in train_log, so DNA's cost holds no teacher training)."""
         self.build()
         if not self.teacher_ready:
-            self.info = prepare_teacher(self.ctx, self.teacher)
+            self.info = prepare_teacher(self.ctx, self.teacher, self.source, self.fingerprint)
             self.teacher_ready = True
 
     def block(self, model: SuperNet, i: int) -> DNABlock:
@@ -290,5 +300,6 @@ class DNA(Method):
             self.info = dict(state["info"])
 
     def final_extras(self) -> dict:
-        """The teacher's name, source, search-split accuracy and the stages the blocks were aligned with."""
+        """The teacher's name, source (kind, file), fingerprint hash, search-split and test top-1, its one-time training
+        device seconds (reported beside DNA's cost) and the stages the blocks were aligned with."""
         return {**self.info, "teacher_stages": list(self.indices) if self.teacher is not None else None}

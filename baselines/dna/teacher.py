@@ -1,57 +1,103 @@
 """DNA's teacher: a timm EfficientNet-family network, aligned stage by stage with the supernet, trained or loaded.
 
-The official DNA teacher is a pretrained `tf_efficientnet_b7`. Nothing is downloaded here: the teacher is
-trained first on the run's own training split by the shared loop (loop "teacher", the retraining recipe),
-or loaded from a local checkpoint (`dna.teacher_checkpoint`). Its stages are aligned with the
-supernet's blocks by resolution: the teacher's stem stride is set to the supernet's, and a teacher stage
-that downsamples where the supernet does not loses its stride (28 px proxy inputs), so block i's input and
-target have the supernet's resolutions.
+The official DNA teacher is a pretrained `tf_efficientnet_b7`. Nothing is downloaded here: the teacher is a
+local checkpoint of a timm model, the teacher trained once by `python -m benchmark.teacher`, or trained inside
+the run by the shared loop (loop "teacher", the retraining recipe); `baselines.dna.source` decides which. Its
+stages are aligned with the supernet's blocks by resolution: the teacher's stem stride is set to the
+supernet's, and a teacher stage that downsamples where the supernet does not loses its stride (28 px proxy
+inputs), so block i's input and target have the supernet's resolutions.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import timm
 import torch
 from torch import nn
 
+from baselines.dna.source import (
+    TeacherSource,
+    check_fingerprint,
+    fingerprint,
+    fingerprint_hash,
+    holdout_note,
+    loaded_line,
+    shown,
+    training_note,
+)
 from ennas.core import distributed as dist
+from ennas.core.config import ConfigError
 from ennas.core.context import RunContext
 from ennas.core.evaluate import evaluate
-from ennas.core.io import load_torch, save_torch
+from ennas.core.io import save_torch
 from ennas.core.loop import Loop, train_epochs
 from ennas.core.retrain import plain_loop
 from ennas.seeding import seed_torch
 from spaces.registry import SpaceSpec
 
-# "" picks these: EfficientNet-B0 has the stage layout the ImageNet mobile spaces copy (24/40/80/112/192 at
-# strides 4/8/16/16/32); at 28 px MobileNetV2 (2.2M parameters, 10x a proxy path) costs about 4 SPOS steps
-# per step on a CPU (EfficientNet-B0: about 5).
-DEFAULT_TEACHERS = {"imagenet": "efficientnet_b0", "proxy": "mobilenetv2_100"}
 
+def create_teacher(
+    name: str, num_classes: int, in_chans: int, drop_rate: float = 0.0, checkpoint: Path | None = None
+) -> nn.Module:
+    """A timm model (never pretrained=True) with EfficientNet-style stages: random, or a local checkpoint's weights.
 
-def teacher_name(ctx: RunContext) -> str:
-    """The timm model of the teacher: `dna.teacher` or the default for the run's scale."""
-    return ctx.cfg.options("dna").teacher or DEFAULT_TEACHERS[ctx.cfg.scale]
-
-
-def create_teacher(name: str, num_classes: int, in_chans: int, drop_rate: float = 0.0) -> nn.Module:
-    """A randomly initialised timm model (never pretrained=True) with EfficientNet-style stages."""
-    model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate)
+    timm's loader takes the checkpoint's `state_dict_ema`, `state_dict` or `model` entry (or a bare state dict)
+    and refuses any missing, unexpected or misshapen weight, which becomes one line naming the file and model.
+    """
+    if not timm.is_model(name):
+        raise ConfigError(f"dna.teacher {name!r} is not a timm model (e.g. efficientnet_b0, tf_efficientnet_b7)")
+    path = None if checkpoint is None else str(checkpoint)
+    try:
+        model = timm.create_model(
+            name,
+            pretrained=False,
+            checkpoint_path=path,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            drop_rate=drop_rate,
+        )
+    except (RuntimeError, OSError, KeyError, ValueError, AssertionError) as err:
+        if checkpoint is None:
+            raise
+        raise ConfigError(
+            f"dna.teacher_checkpoint {checkpoint} does not fit timm model {name!r}: {short_reason(err)}"
+        ) from None
     if not all(hasattr(model, a) for a in ("conv_stem", "blocks", "forward_intermediates")):
-        raise ValueError(
+        raise ConfigError(
             f"DNA's teacher must be a timm EfficientNet/MobileNet-family model (conv_stem + blocks stages), "
             f"e.g. efficientnet_b0, tf_efficientnet_b7, mobilenetv2_100; got {name!r}"
         )
-    # timm's Google init draws the classifier from U(+-1/sqrt(classes)), sized for 1,000 classes; with 10 the
-    # first loss is about 5 and training stumbles: start it like the supernet's classifier instead
-    classifier = model.get_classifier()
-    nn.init.normal_(classifier.weight, 0.0, 0.01)
-    nn.init.zeros_(classifier.bias)
+    if checkpoint is None:
+        # timm's Google init draws the classifier from U(+-1/sqrt(classes)), sized for 1,000 classes; with 10 the
+        # first loss is about 5 and training stumbles: start it like the supernet's classifier instead
+        classifier = model.get_classifier()
+        nn.init.normal_(classifier.weight, 0.0, 0.01)
+        nn.init.zeros_(classifier.bias)
     return model
+
+
+def short_reason(err: BaseException) -> str:
+    """Why a state dict did not load, in a few words: missing / unexpected weights (another model), else the first
+    size mismatch (the same model with another class count or input)."""
+    lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()] or [str(err).strip() or repr(err)]
+    parts = []
+    for line in lines:
+        kind, _, keys = line.partition(" key(s) in state_dict: ")
+        names = [k.strip(' "') for k in keys.split(",") if k.strip()]
+        if names:
+            parts.append(f"{len(names)} {kind.lower()} weights (e.g. {names[0]})")
+    sizes = [line for line in lines if line.startswith("size mismatch for ")]
+    if sizes and not parts:
+        key = sizes[0].removeprefix("size mismatch for ").split(":")[0]
+        shapes = [part.split(")")[0] for part in sizes[0].split("torch.Size(")[1:]]
+        more = f" (and {len(sizes) - 1} more)" if len(sizes) > 1 else ""
+        parts.append(f"{key} is {shapes[0]} in the checkpoint, {shapes[-1]} in the model{more}")
+    return "; ".join(parts) or lines[0][:200]
 
 
 def block_ranges(space: SpaceSpec) -> list[tuple[int, int]]:
@@ -166,15 +212,6 @@ def block_pairs(
     return (x if first is None else feats[0]), feats[-1]
 
 
-def _checkpoint_state(path: str) -> dict:
-    """The weights in a local checkpoint: a raw state dict or one under 'state_dict' / 'model' / 'state_dict_ema'."""
-    state = load_torch(path)
-    for key in ("state_dict", "model", "state_dict_ema"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            return state[key]
-    return state
-
-
 def train_teacher(ctx: RunContext, teacher: nn.Module) -> list[dict]:
     """Train the teacher on the training split with the shared loop (stage 'teacher' in train_log.jsonl)."""
     return train_epochs(ctx, teacher_loop(ctx, teacher))
@@ -207,44 +244,77 @@ def search_accuracy(ctx: RunContext, teacher: nn.Module) -> float:
     return top1
 
 
-def build_teacher(ctx: RunContext, block_sizes: Sequence[int]) -> tuple[nn.Module, list[int], list[int]]:
-    """The untrained, stride-adapted teacher on the run's device, with its feature index and width per block."""
+def stage_layout(
+    ctx: RunContext, teacher: nn.Module, indices: list[int], widths: list[int], sizes: Sequence[int]
+) -> dict:
+    """The stride-adapted teacher's stages as DNA's blocks are cut against them (the fingerprint's layout part)."""
+    features = _feature_sizes(teacher, ctx.data.in_chans, ctx.data.resolution)
+    return {
+        "stem_stride": ctx.space.stem["stride"],
+        "stages": list(indices),
+        "widths": list(widths),
+        "block_sizes": list(sizes),
+        "feature_sizes": [list(f) for f in features],
+    }
+
+
+def build_teacher(
+    ctx: RunContext, block_sizes: Sequence[int], source: TeacherSource
+) -> tuple[nn.Module, list[int], list[int], dict]:
+    """The stride-adapted teacher on the run's device with the source's weights (random for "train"), its
+    feature index and width per block, and its fingerprint. A saved teacher made for another dataset, class
+    count, model or stage layout is refused in one line before its weights load."""
     seed_torch(ctx.cfg.seed, "teacher")
     data = ctx.data
-    teacher = create_teacher(teacher_name(ctx), data.num_classes, data.in_chans, ctx.cfg.retrain.dropout)
+    check_fingerprint(source, fingerprint(ctx, source.model))
+    checkpoint = source.path if source.kind == "checkpoint" else None
+    teacher = create_teacher(source.model, data.num_classes, data.in_chans, ctx.cfg.retrain.dropout, checkpoint)
     stem_stride = ctx.space.stem["stride"]
     indices, widths = adapt_teacher(teacher, stem_stride, block_sizes, data.in_chans, data.resolution)
+    fp = fingerprint(ctx, source.model, stage_layout(ctx, teacher, indices, widths, block_sizes))
+    check_fingerprint(source, fp)
+    if "state_dict" in source.saved:  # our own files (run, committed): same model and layout, checked above
+        teacher.load_state_dict(source.saved.pop("state_dict"))  # the weights live in the model from here on
     teacher = teacher.to(ctx.device)
     if ctx.cfg.channels_last:
         teacher = teacher.to(memory_format=torch.channels_last)
-    return teacher, indices, widths
+    return teacher, indices, widths, fp
 
 
-def prepare_teacher(ctx: RunContext, teacher: nn.Module) -> dict:
-    """Load the teacher from teacher.pt, else from the configured checkpoint, else train it; then freeze it.
+INFO_KEYS = ("teacher", "teacher_kind", "teacher_source", "teacher_fingerprint", "teacher_search_acc")
+ONCE_KEYS = ("teacher_test_top1", "teacher_train_device_s")
 
-    Returns {"teacher", "teacher_search_acc", "teacher_source"}; writes teacher.pt (rank 0) the first time.
+
+def prepare_teacher(ctx: RunContext, teacher: nn.Module, source: TeacherSource, fp: dict) -> dict:
+    """Train the teacher if the source says so, then freeze it; returns its record for final.json.
+
+    The record: the model, where it came from (kind, file), its fingerprint hash, search-split top-1, and for a
+    teacher trained once its test top-1 and training device seconds (the one-time cost reported beside DNA's;
+    None where unknown). Writes teacher.pt (rank 0) the first time, so a resumed run keeps its teacher.
     """
-    done = ctx.file("teacher.pt")
-    name = teacher_name(ctx)
-    if done.exists():
-        state = load_torch(done, ctx.device)
-        teacher.load_state_dict(state["state_dict"])
-        info = {k: state[k] for k in ("teacher", "teacher_search_acc", "teacher_source")}
+    if source.kind == "run":
+        saved = source.saved
+        kind = saved.get("teacher_kind") or ("train" if saved.get("teacher_source") == "trained" else "checkpoint")
+        info = {k: saved.get(k) for k in INFO_KEYS + ONCE_KEYS} | {"teacher_kind": kind}
     else:
-        path = ctx.cfg.options("dna").teacher_checkpoint
-        if path:
-            try:
-                teacher.load_state_dict(_checkpoint_state(path))
-            except RuntimeError as err:
-                raise ValueError(f"dna.teacher_checkpoint {path} does not fit timm model {name!r}: {err}") from err
-            source = path
+        if source.kind == "train":
+            if dist.is_main():
+                print(training_note(ctx, source), file=sys.stderr, flush=True)
+            records = train_teacher(ctx, teacher)
+            once = {"teacher_source": "trained", "teacher_test_top1": None}
+            once["teacher_train_device_s"] = sum(r["device_s"] for r in records)
         else:
-            train_teacher(ctx, teacher)
-            source = "trained"
-        info = {"teacher": name, "teacher_search_acc": search_accuracy(ctx, teacher), "teacher_source": source}
+            once = {k: source.saved.get(k.removeprefix("teacher_")) for k in ONCE_KEYS}
+            once["teacher_source"] = shown(source.path) if source.kind == "committed" else str(source.path)
+        info = {"teacher": source.model, "teacher_kind": source.kind, "teacher_fingerprint": fingerprint_hash(fp)}
+        info |= once | {"teacher_search_acc": search_accuracy(ctx, teacher)}
         if dist.is_main():
-            save_torch(done, {**info, "state_dict": teacher.state_dict()})
+            if source.kind != "train":
+                print(loaded_line(info), flush=True)
+            note = holdout_note(ctx, source.saved) if source.kind == "committed" else None
+            if note:
+                print(note, file=sys.stderr, flush=True)
+            save_torch(ctx.file("teacher.pt"), {**info, "fingerprint": fp, "state_dict": teacher.state_dict()})
         dist.barrier()
     # Frozen in eval mode (the official code keeps it in train mode under no_grad): the features a block
     # learns and is rated on then do not depend on the batch they come in.
