@@ -76,3 +76,23 @@ def test_predicted_teacher_se_matches_simulated_crossed_probes():
 def test_predicted_teacher_se_reproduces_the_reference_epoch():
     assert predicted_teacher_se(12, 2500) == pytest.approx(0.89, abs=1e-9)
     assert predicted_teacher_se(3, 3500) < 0.89 < predicted_teacher_se(3, 2500)
+
+
+def test_probe_settings_do_not_change_training(smoke_run, tmp_path):
+    """Fewer, other probes measure differently but train the same: the same final.json and losses."""
+    from conftest import SMOKE_ARGS
+
+    from benchmark.run import main as run_main
+
+    out = tmp_path / "run"
+    probes = ["--set", "distill.probe_sets=1", "--set", "distill.probe_images=64", "--set", "distill.probe_every=5"]
+    assert run_main(["--method", "ennas", *SMOKE_ARGS, *probes, "--run-dir", str(out)]) == 0
+    base, other = read_json(smoke_run("ennas") / "final.json"), read_json(out / "final.json")
+    keys = ("arch", "top1", "top5", "flops", "search_score")
+    assert {k: other[k] for k in keys} == {k: base[k] for k in keys}
+    losses = [[r["loss"] for r in read_jsonl(f / "train_log.jsonl")] for f in (smoke_run("ennas"), out)]
+    assert losses[0] == losses[1]
+    probed = [
+        r["epoch"] for r in read_jsonl(out / "train_log.jsonl") if r["stage"] == "supernet" and "teacher_acc" in r
+    ]
+    assert probed == [0, 1]  # every 5th epoch from 0, and the last
