@@ -15,6 +15,7 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -99,8 +100,9 @@ def settings_from(args: argparse.Namespace, section: object) -> Settings | None:
         return None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("--launcher submits the runs as jobs: run it as one process, not under torchrun")
-    if not isinstance(section, dict) or set(section) - set(HELP):
-        raise ConfigError(f"a preset's slurm section is an object of {', '.join(HELP)}; got {section!r}")
+    unknown = sorted(set(section) - set(HELP)) if isinstance(section, dict) else [repr(section)]
+    if unknown:
+        raise ConfigError(f"the preset's slurm section: unknown {', '.join(unknown)}; known: {', '.join(HELP)}")
     if args.launcher == "local":
         bad = [f"--{k.replace('_', '-')}" for k in flags if k in SLURM_ONLY]
         if bad:
@@ -218,11 +220,16 @@ def launch(args: argparse.Namespace, settings: Settings, tasks: list[Task], jobs
     submitted = {folder: lock["job"] for folder, lock in held.items() if lock}
     if todo:
         executor = _executor(args.launcher, settings, jobs_folder)
+        # Local jobs are started from here and inherit an ignored SIGINT: Ctrl-C stops this command, not them.
+        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN) if args.launcher == "local" else None
         try:
             with executor.batch():  # one array: one sbatch for all runs
                 handles = [executor.submit(RunJob(t, preset, args.launcher, jobs, logs)) for t in todo]
         except (FailedJobError, FailedSubmissionError) as err:
             raise ConfigError(f"submitting the runs failed: {one_line(err)}") from None
+        finally:
+            if interrupt is not None:
+                signal.signal(signal.SIGINT, interrupt)
         for task, handle in zip(todo, handles):
             if args.launcher == "slurm" or holder(task.folder) is None:  # a local job may have taken it already
                 write_lock(task.folder, handle.job_id, args.launcher)

@@ -132,7 +132,10 @@ class RunJob:
     def __call__(self) -> dict:
         env, task = submitit.JobEnvironment(), self.task
         requeue = signal.getsignal(REQUEUE)  # submitit's: checkpoint(), requeue, exit (where it runs the job)
+        detached = signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # a local job: Ctrl-C is for the terminal's
         preempt.install()
+        if detached:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         stop = signal.getsignal(signal.SIGTERM)
         signal.signal(REQUEUE, lambda signum, frame: stop(signum, frame))  # first stop at the next safe point
         if self.launcher == "local":
