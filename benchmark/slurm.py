@@ -121,10 +121,9 @@ def settings_from(args: argparse.Namespace, section: object) -> Settings | None:
 # --- submitting and following -------------------------------------------------------------------------------------
 def _executor(launcher: str, settings: Settings, jobs_folder: Path) -> submitit.Executor:
     """submitit's executor for `launcher`, asking for `settings`."""
-    if launcher == "local":  # one process per run, seeing every GPU here (its slot picks one)
+    if launcher == "local":  # one process per run; RunJob gives it its GPU
         ex = submitit.LocalExecutor(jobs_folder, max_num_timeout=MAX_TIMEOUTS)
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        ex.update_parameters(timeout_min=settings.time, signal_delay_s=settings.signal_delay_s, gpus_per_node=gpus)
+        ex.update_parameters(timeout_min=settings.time, signal_delay_s=settings.signal_delay_s)
         return ex
     ex = submitit.SlurmExecutor(jobs_folder, max_num_timeout=MAX_TIMEOUTS)
     ex.update_parameters(
@@ -140,6 +139,14 @@ def _executor(launcher: str, settings: Settings, jobs_folder: Path) -> submitit.
         array_parallelism=settings.array_parallelism or 100_000,
     )
     return ex
+
+
+def _gpus() -> tuple[str, ...]:
+    """The GPUs this process sees, as CUDA_VISIBLE_DEVICES entries: local job i takes entry i mod their count."""
+    if not torch.cuda.is_available():
+        return ()
+    listed = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    return tuple(listed or map(str, range(torch.cuda.device_count())))[: torch.cuda.device_count()]
 
 
 def _where(folder: Path) -> str:
@@ -224,7 +231,7 @@ def launch(args: argparse.Namespace, settings: Settings, tasks: list[Task], jobs
         interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN) if args.launcher == "local" else None
         try:
             with executor.batch():  # one array: one sbatch for all runs
-                handles = [executor.submit(RunJob(t, preset, args.launcher, jobs, logs)) for t in todo]
+                handles = [executor.submit(RunJob(t, preset, args.launcher, jobs, logs, _gpus())) for t in todo]
         except (FailedJobError, FailedSubmissionError) as err:
             raise ConfigError(f"submitting the runs failed: {one_line(err)}") from None
         finally:

@@ -124,6 +124,7 @@ class RunJob:
     launcher: str
     slots: int  # local: runs at once on this machine
     logs: Path
+    gpus: tuple[str, ...] = ()  # local: the GPUs the submitting command saw (CUDA_VISIBLE_DEVICES entries)
 
     def checkpoint(self) -> submitit.helpers.DelayedSubmission:
         """The same run again: its folder holds the state, so the requeued job resumes where this one stopped."""
@@ -140,9 +141,9 @@ class RunJob:
         signal.signal(REQUEUE, lambda signum, frame: stop(signum, frame))  # first stop at the next safe point
         if self.launcher == "local":
             slot = _take_slot(self.logs / "slots", self.slots)
-            gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g]
-            if gpus:
-                os.environ["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+            os.environ["CUDA_VISIBLE_DEVICES"] = (
+                self.gpus[slot % len(self.gpus)] if self.gpus else ""
+            )  # before CUDA starts
         if export_torch_env(env):
             dist.init(dist.pick_device(task.cfg.device))
         try:

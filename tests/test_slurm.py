@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 import submitit
+import torch
 from conftest import SMOKE_ARGS
 from test_preempt import same_training
 
+from benchmark import slurm
 from benchmark.preset import load_preset
 from benchmark.run import main as run_main
 from benchmark.slurm_job import LOCK, RunJob, export_torch_env, write_lock
@@ -173,6 +175,18 @@ def test_a_job_of_several_tasks_gets_torchruns_variables_from_submitits_environm
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1,2,3,4,5,6,7"  # each rank takes cuda:LOCAL_RANK of all
 
 
+@pytest.mark.parametrize(("visible", "count", "gpus"), [(None, 2, ("0", "1")), ("2,3", 2, ("2", "3")), (None, 0, ())])
+def test_runs_on_this_machine_take_the_gpus_the_submitting_command_sees(monkeypatch, visible, count, gpus):
+    """Local job i runs on entry i mod count of these (as `--jobs` worker i), whatever the controller sets."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert slurm._gpus() == gpus
+
+
 def test_a_job_whose_folder_another_live_job_holds_does_not_run(tmp_path):
     """Never two jobs for one folder, checked by the job itself (here on submitit's debug executor, in process)."""
     from benchmark.run import parse_args, plan_tasks
@@ -317,7 +331,7 @@ def test_the_local_twins_of_the_docs_run_here(tmp_path, monkeypatch):
     for command in twins:
         rc, stdout, err = cli(*command, "--set", "threads=1", "--jobs", "1")
         assert rc == 0, stdout + err
-    assert "report: REPORT.md" in stdout  # the --wait twin ends with the report
+    assert re.search(r"^report: .*REPORT.md in ", stdout, flags=re.M)  # the --wait twin ends with the report
     rc, stdout, err = cli(*twins[0], "--set", "threads=1", "--jobs", "1", "--wait")  # the one run, followed too
     assert rc == 0 and "ennas" in stdout, stdout + err
     names = ["ennas-s2-seed0", *(f"{m}-s1-seed{s}" for s in (0, 1) for m in ("spos", "ennas"))]
