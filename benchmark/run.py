@@ -4,7 +4,7 @@
     python -m benchmark.run --method spos,cream --preset smoke --jobs 2
     python -m benchmark.run --method spos --preset smoke --run-dir /tmp/spos   # one run into a fixed folder
     torchrun --nproc_per_node 8 -m benchmark.run --method ennas --space s2 --preset imagenet --data /data/ILSVRC2012
-    python -m benchmark.run --method all --space all --preset imagenet --launcher slurm --gpus-per-node 8  # docs/cluster.md
+    python -m benchmark.run --method all --preset imagenet --launcher slurm --gpus-per-node 8   # docs/cluster.md
 
 Each (label, space, seed) is its own folder `OUT/<label>-<space>-seed<N>`; rerunning skips finished runs and
 resumes unfinished ones from their last checkpoint. A run that fails leaves `error.json` and the others go on.

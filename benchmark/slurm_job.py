@@ -141,9 +141,8 @@ class RunJob:
         signal.signal(REQUEUE, lambda signum, frame: stop(signum, frame))  # first stop at the next safe point
         if self.launcher == "local":
             slot = _take_slot(self.logs / "slots", self.slots)
-            os.environ["CUDA_VISIBLE_DEVICES"] = (
-                self.gpus[slot % len(self.gpus)] if self.gpus else ""
-            )  # before CUDA starts
+            gpu = self.gpus[slot % len(self.gpus)] if self.gpus else ""
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before CUDA starts: slot i on GPU i mod count, as --jobs
         if export_torch_env(env):
             dist.init(dist.pick_device(task.cfg.device))
         try:
