@@ -18,6 +18,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -141,6 +142,29 @@ def _executor(launcher: str, settings: Settings, jobs_folder: Path) -> submitit.
     return ex
 
 
+@contextlib.contextmanager
+def _detached(local: bool) -> Iterator[None]:
+    """Local jobs start from here: they inherit an ignored SIGINT (Ctrl-C stops this command, not them) and
+    /dev/null as stdout and stderr (a pipe from this command closes when it ends, not when they do)."""
+    if not local:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved, null = (os.dup(1), os.dup(2)), os.open(os.devnull, os.O_WRONLY)
+    interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
+        signal.signal(signal.SIGINT, interrupt)
+
+
 def _gpus() -> tuple[str, ...]:
     """The GPUs this process sees, as CUDA_VISIBLE_DEVICES entries: local job i takes entry i mod their count."""
     if not torch.cuda.is_available():
@@ -227,16 +251,11 @@ def launch(args: argparse.Namespace, settings: Settings, tasks: list[Task], jobs
     submitted = {folder: lock["job"] for folder, lock in held.items() if lock}
     if todo:
         executor = _executor(args.launcher, settings, jobs_folder)
-        # Local jobs are started from here and inherit an ignored SIGINT: Ctrl-C stops this command, not them.
-        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN) if args.launcher == "local" else None
         try:
-            with executor.batch():  # one array: one sbatch for all runs
+            with _detached(args.launcher == "local"), executor.batch():  # one array: one sbatch for all runs
                 handles = [executor.submit(RunJob(t, preset, args.launcher, jobs, logs, _gpus())) for t in todo]
         except (FailedJobError, FailedSubmissionError) as err:
             raise ConfigError(f"submitting the runs failed: {one_line(err)}") from None
-        finally:
-            if interrupt is not None:
-                signal.signal(signal.SIGINT, interrupt)
         for task, handle in zip(todo, handles):
             if args.launcher == "slurm" or holder(task.folder) is None:  # a local job may have taken it already
                 write_lock(task.folder, handle.job_id, args.launcher)
