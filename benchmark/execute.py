@@ -276,9 +276,15 @@ def execute(tasks: list[Task], jobs: int, preset: str, out: Path | None, debug: 
             progress(i, len(pending), row)
     ordered = [rows.get(t.folder) or result_row(t, "todo") for t in tasks]  # todo: not started before a stop
     signum = next((r["signal"] for r in ordered if r["status"] == "stopped"), None) or preempt.received()
-    rc = exit_status(ordered, signum)
     if not main:
-        return rc
+        return exit_status(ordered, signum)
+    return finish(ordered, out, signum)
+
+
+def finish(ordered: list[dict], out: Path | None, signum: int | None) -> int:
+    """The end of a plan (rank 0, or the launcher's --wait): the summary table, then the report or, after a
+    stop, what to rerun; the exit status."""
+    rc = exit_status(ordered, signum)
     if signum:
         print(harness.summary_table(ordered), flush=True)
         saved = sum(r["status"] == "stopped" for r in ordered)

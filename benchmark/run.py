@@ -4,6 +4,7 @@
     python -m benchmark.run --method spos,cream --preset smoke --jobs 2
     python -m benchmark.run --method spos --preset smoke --run-dir /tmp/spos   # one run into a fixed folder
     torchrun --nproc_per_node 8 -m benchmark.run --method ennas --space s2 --preset imagenet --data /data/ILSVRC2012
+    python -m benchmark.run --method all --preset imagenet --launcher slurm --gpus-per-node 8   # docs/cluster.md
 
 Each (label, space, seed) is its own folder `OUT/<label>-<space>-seed<N>`; rerunning skips finished runs and
 resumes unfinished ones from their last checkpoint. A run that fails leaves `error.json` and the others go on.
@@ -18,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from benchmark import harness
+from benchmark import harness, slurm
 from benchmark.execute import Task, execute, explain
 from benchmark.preset import list_presets, load_preset
 from ennas.core import distributed as dist
@@ -57,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="override any setting, e.g. --set supernet.epochs=10 --set distill.tau=2",
     )
     p.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+    slurm.add_arguments(p)
     return p.parse_args(argv)
 
 
@@ -87,11 +89,13 @@ def plan_tasks(args: argparse.Namespace) -> tuple[list[Task], int, Path | None]:
         which = "--out" if args.out else f"a plan of {len(runs)} runs ({', '.join(r.name for r in runs)})"
         raise ConfigError(f"--run-dir is one run's folder; it does not go with {which}")
     preset, user = load_preset(args.preset), user_overrides(args)
+    preset = {k: v for k, v in preset.items() if k != "slurm"}  # the launcher's section (benchmark.slurm)
     cfgs = [harness.run_config(preset, user, r) for r in runs]
     out = None if args.run_dir else args.out or Path("runs") / Path(args.preset).stem
     folders = [args.run_dir] if args.run_dir else [out / r.name for r in runs]
     for folder, cfg in zip(folders, cfgs, strict=True):
-        dist.check_device(cfg.device)
+        if args.launcher != "slurm":  # a login node may have no GPU; the jobs check theirs
+            dist.check_device(cfg.device)
         if not args.fresh:
             check_resumable(folder, cfg)  # a folder made with other settings is refused before any work
     pending = sum(harness.run_status(f, c.retrain.seeds) != "done" for f, c in zip(folders, cfgs, strict=True))
@@ -116,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     preempt.install()
     try:
+        settings = slurm.settings_from(args, load_preset(args.preset).get("slurm", {}))  # None: run here
         tasks, jobs, out = plan_tasks(args)
+        if settings is not None:  # submit the runs as jobs (and with --wait, follow them to the report)
+            return slurm.launch(args, settings, tasks, jobs, out)
         if under_torchrun():
             dist.init(dist.pick_device(tasks[0].cfg.device))
         prepare_folders(tasks, out, args.fresh)
