@@ -67,3 +67,15 @@ def test_flops_slope_is_the_least_squares_line_of_architecture_means(tmp_path):
     gt.to_csv(tmp_path / "gt.csv", index=False)
     fit = flops_slope(tmp_path / "gt.csv")
     assert fit["slope"] == pytest.approx(0.5) and fit["median_mflops"] == 4.0 and fit["architectures"] == 3
+
+
+def test_the_readme_command_runs_on_the_committed_runs(capsys):
+    from pathlib import Path
+
+    from benchmark.variance import main
+
+    root = Path(__file__).resolve().parent.parent / "results" / "proxy"
+    assert main([str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "Where the top-1 noise is" in out or "one retraining seed per run" in out
+    assert main([str(root / "missing")]) == 2
