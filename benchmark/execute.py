@@ -133,7 +133,13 @@ def result_row(task: Task, status: str, **values) -> dict:
 
 
 def run_task(task: Task, preset: str, debug: bool = False) -> dict:
-    """Run one pipeline (resuming), then its ranking; a failure becomes error.json and a `failed` row."""
+    """Run one pipeline (resuming), then its ranking; a failure becomes error.json and a `failed` row.
+
+    A worker that has already received a stop signal starts nothing: the run stays `todo`, without a folder (a
+    pool worker takes its next queued run as soon as the stopped one returns, before the harness can cancel it).
+    """
+    if preempt.received():
+        return result_row(task, "todo")
     t0 = time.time()
     if task.threads:
         torch.set_num_threads(task.threads)
@@ -174,6 +180,8 @@ def run_tasks(tasks: list[Task], jobs: int, preset: str, debug: bool) -> Iterato
     if jobs == 1:
         for task in tasks:
             row = run_task(task, preset, debug)
+            if row["status"] == "todo":
+                return
             yield row
             if row["status"] == "stopped" or preempt.received():
                 return  # the remaining runs start on the rerun
@@ -199,7 +207,9 @@ def run_tasks(tasks: list[Task], jobs: int, preset: str, debug: bool) -> Iterato
                     if future.cancelled():
                         continue
                     try:
-                        yield future.result()
+                        row = future.result()
+                        if row["status"] != "todo":  # a run a stopped worker declined to start stays todo
+                            yield row
                     except Exception as err:  # the worker itself died (killed, out of memory)
                         task = futures[future]
                         record = {"error": one_line(err), "type": type(err).__name__}

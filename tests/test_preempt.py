@@ -39,7 +39,9 @@ def start(out: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_sigterm_mid_training_saves_a_checkpoint_and_the_rerun_gives_the_uninterrupted_result(smoke_run, tmp_path):
+def test_sigterm_mid_training_saves_a_checkpoint_and_the_rerun_gives_the_uninterrupted_result(
+    smoke_run, tmp_path, capsys
+):
     out = tmp_path / "run"
     proc = start(out)
     checkpoint = out / "supernet_checkpoint.pt"
@@ -53,7 +55,9 @@ def test_sigterm_mid_training_saves_a_checkpoint_and_the_rerun_gives_the_uninter
     assert "stopped by SIGTERM" in err and "supernet epoch 0" in err and "rerun the same command to resume" in err
     assert "error:" not in err and "failed" not in err  # saved, not failed
     assert not (out / "final.json").exists() and not (out / "error.json").exists()
+    capsys.readouterr()
     assert run_main(["--method", "spos", *SMOKE_ARGS, "--run-dir", str(out)]) == 0
+    assert "[spos-s1-seed0 supernet] resuming at epoch 0 step" in capsys.readouterr().out  # says where it resumes
     same_training(out, smoke_run("spos"))
 
 

@@ -13,7 +13,7 @@ from baselines.dna.blocks import DNABlock
 from ennas.core import distributed as dist
 from ennas.core.evaluate import recalibrate_bn
 from ennas.core.io import read_jsonl, write_jsonl
-from ennas.core.progress import Ticker
+from ennas.core.progress import Ticker, run_name
 from spaces.arch import encode
 from spaces.supernet import SuperNet
 
@@ -98,7 +98,7 @@ class RatingLog:
         if todo:
             if i not in self.data:
                 self.data[i] = self.dna.block_data(model, i)
-            ticker = Ticker(f"dna ratings of block {i}", len(todo), enabled=self.ctx.cfg.progress)
+            ticker = Ticker(f"{run_name(self.ctx)} dna ratings of block {i}", len(todo), enabled=self.ctx.cfg.progress)
             for path, result in rate_block(self.dna.block(model, i), todo, self.data[i], self.ctx.device):
                 ticker.tick()
                 self.cache[(i, encode(path))] = result["rating"]

@@ -20,7 +20,7 @@ from ennas.core import preempt
 from ennas.core.context import RunContext
 from ennas.core.evaluate import score_path
 from ennas.core.io import read_jsonl, write_jsonl
-from ennas.core.progress import Ticker
+from ennas.core.progress import Ticker, run_name
 from ennas.core.search import (
     BatchScorer,
     SearchResult,
@@ -42,7 +42,7 @@ def search_log(ctx: RunContext, name: str) -> tuple[list[dict], dict, Callable[[
     """A search's records so far (resuming), the score cache they give, and the callback that records more."""
     path = ctx.file(name)
     records = read_jsonl(path)
-    ticker = Ticker(f"{ctx.cfg.method} {name.removesuffix('.jsonl')}: candidates scored", enabled=ctx.cfg.progress)
+    ticker = Ticker(f"{run_name(ctx)} {name.removesuffix('.jsonl')}: candidates scored", enabled=ctx.cfg.progress)
 
     def record(r: dict) -> None:
         ticker.tick()

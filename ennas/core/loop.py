@@ -33,9 +33,13 @@ from ennas.core import distributed as dist
 from ennas.core.config import ConfigError
 from ennas.core.io import read_jsonl, save_torch, write_jsonl
 from ennas.core.precision import amp_dtype, autocast, grad_scaler
+from ennas.core.progress import Ticker, run_name
 from ennas.data import EpochLoader
 from ennas.seeding import path_rng, stream_seed
 from spaces.arch import Arch
+
+# With output to a file (nohup, SLURM) no bar is drawn: a stage prints a line at least this often instead.
+HEARTBEAT_S = 30.0
 
 if TYPE_CHECKING:
     from ennas.core.context import RunContext
@@ -334,6 +338,9 @@ def train_epochs(ctx: RunContext, loop: Loop, log_name: str = "train_log.jsonl")
     dtype = amp_dtype(ctx.cfg.amp, ctx.device)
     loop_scaler(ctx, loop)  # before the checkpoint restores its state
     start_epoch, start_step, sums = checkpoint.load(ctx, loop)
+    name = run_name(ctx)
+    if (start_epoch or start_step) and start_epoch < loop.plan.epochs and dist.is_main():
+        print(f"[{name} {loop.name}] resuming at epoch {start_epoch} step {start_step} from its checkpoint", flush=True)
     log_path: Path = ctx.file(log_name)
     others = [r for r in read_jsonl(log_path) if r.get("stage") != loop.name]
     records = [r for r in read_jsonl(log_path) if r.get("stage") == loop.name and r["epoch"] < start_epoch]
@@ -354,14 +361,17 @@ def train_epochs(ctx: RunContext, loop: Loop, log_name: str = "train_log.jsonl")
             total=steps,
             initial=skip,
             leave=False,
-            desc=f"{ctx.cfg.method} {loop.name} {epoch + 1}/{plan.epochs}",
+            desc=f"{name} {loop.name} {epoch + 1}/{plan.epochs}",
             # a bar only on a terminal: in a log file its redraws would be thousands of \r frames
             disable=not (ctx.cfg.progress and dist.is_main() and sys.stderr.isatty()),
         )
+        label = f"{name} {loop.name} epoch {epoch + 1}/{plan.epochs}: steps"
+        ticker = Ticker(label, steps - skip, every_s=HEARTBEAT_S, enabled=ctx.cfg.progress)  # no terminal: lines
         for step, (x, y) in enumerate(bar, start=skip):
             stats = train_step(ctx, loop, x, y, epoch, step)
             stop = preempt.agreed(stats.pop("stop"))
             sums = add_sums(sums, stats)
+            ticker.tick()
             due = plan.checkpoint_steps and (step + 1) % plan.checkpoint_steps == 0
             if (due or stop) and step + 1 < steps:
                 checkpoint.save(ctx, loop, epoch, step + 1, {**sums, "wall_s": wall + time.time() - t0})
@@ -375,7 +385,9 @@ def train_epochs(ctx: RunContext, loop: Loop, log_name: str = "train_log.jsonl")
         if dist.is_main():
             write_jsonl(log_path, others + records)
             left = sum(r["wall_s"] for r in records[-3:]) / len(records[-3:]) * (plan.epochs - epoch - 1)
-            bar.write(f"{json_line(record)} img/s={record['img_s']:.0f} stage_eta={timedelta(seconds=round(left))}")
+            bar.write(
+                f"{json_line(record, name)} img/s={record['img_s']:.0f} stage_eta={timedelta(seconds=round(left))}"
+            )
         if epoch in loop.snapshot_epochs:
             # Before the epoch's checkpoint: a kill in between reruns the epoch and rewrites the same weights.
             dist.average_buffers(loop.model)
@@ -387,12 +399,13 @@ def train_epochs(ctx: RunContext, loop: Loop, log_name: str = "train_log.jsonl")
     return records
 
 
-def json_line(record: dict) -> str:
-    """A short human summary of an epoch record for the console."""
+def json_line(record: dict, name: str | None = None) -> str:
+    """A short human summary of an epoch record for the console, naming the run and its stage."""
     keys = ("epoch", "loss", "train_acc", "teacher_acc", "student_acc", "gap", "diversity", "test_top1", "wall_s")
     parts = [
         f"{k}={record[k]:.4g}" if isinstance(record[k], float) else f"{k}={record[k]}"
         for k in keys
         if record.get(k) is not None
     ]
-    return f"[{record['method']} {record['stage']}] " + " ".join(parts)
+    who = name or f"{record['method']}-{record['space']}-seed{record['seed']}"
+    return f"[{who} {record['stage']}] " + " ".join(parts)

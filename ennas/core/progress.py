@@ -7,11 +7,22 @@ line instead, with the rate and, where the total is known, the time left.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 from ennas.core import distributed as dist
+
+RUN_FOLDER = re.compile(r".+-[a-z0-9_]+-seed\d+")  # the harness's <label>-<space>-seed<N>
+
+
+def run_name(ctx) -> str:
+    """What the console calls a run (`ctx`: a RunContext): its folder's <label>-<space>-seed<N>, so ennas-beta0 is
+    not mistaken for ennas, else the configuration's method, space and seed (a --run-dir of another name)."""
+    folder = Path(ctx.out).name
+    return folder if RUN_FOLDER.fullmatch(folder) else f"{ctx.cfg.method}-{ctx.cfg.space}-seed{ctx.cfg.seed}"
 
 
 class Ticker:
