@@ -93,8 +93,10 @@ def plan_tasks(args: argparse.Namespace) -> tuple[list[Task], int, Path | None]:
     cfgs = [harness.run_config(preset, user, r) for r in runs]
     out = None if args.run_dir else args.out or Path("runs") / Path(args.preset).stem
     folders = [args.run_dir] if args.run_dir else [out / r.name for r in runs]
+    if args.launcher != "slurm":  # a login node may have no GPU or data; the jobs check theirs
+        check_data(cfgs)
     for folder, cfg in zip(folders, cfgs, strict=True):
-        if args.launcher != "slurm":  # a login node may have no GPU; the jobs check theirs
+        if args.launcher != "slurm":
             dist.check_device(cfg.device)
         if not args.fresh:
             check_resumable(folder, cfg)  # a folder made with other settings is refused before any work
@@ -103,6 +105,20 @@ def plan_tasks(args: argparse.Namespace) -> tuple[list[Task], int, Path | None]:
     threads = harness.worker_threads(jobs)
     tasks = [Task(r, c, f, c.threads or threads) for r, c, f in zip(runs, cfgs, folders, strict=True)]
     return tasks, jobs, out
+
+
+def check_data(cfgs: list) -> None:
+    """Open every dataset the plan reads, once per (dataset, folder, options, split sizes): a wrong --data folder
+    or a dataset too small is one line (exit 2) before the start line, with no folder written."""
+    from ennas.core.context import open_data  # torch and the data layer: only once the arguments parse
+
+    seen = set()
+    for cfg in cfgs:
+        d = cfg.data
+        key = (d.dataset, d.root, repr(sorted(d.options.items())), d.search_size, d.recal_size, d.train_size)
+        if key not in seen:
+            seen.add(key)
+            open_data(cfg)
 
 
 def prepare_folders(tasks: list[Task], out: Path | None, fresh: bool) -> None:

@@ -133,8 +133,9 @@ def test_no_half_written_files_after_a_kill(tmp_path):
         (["--set", "supernet.lr"], "--set takes key=value", 2),
         (["--set", "supernet.nope=1"], "unknown setting 'supernet.nope'", 2),
         (["--set", "supernet.epochs=two"], "supernet.epochs", 2),
-        # Found when the run starts: a failed run (error.json, exit status 1), with the same one line.
+        # Found before the plan starts: one line, nothing written (checked below).
         (["--dataset", "imagenet", "--data", "/nonexistent/imagenet"], "/nonexistent/imagenet", 2),
+        (["--data", "/nonexistent/fashion"], "/nonexistent/fashion", 2),
         (["--set", "search.flops_budget=1000"], "below the cheapest architecture", 2),
     ],
 )
@@ -142,11 +143,15 @@ def test_bad_input_gives_one_line_error(tmp_path, capsys, args, message, status)
     # In-process (a child process per case costs seconds of imports); an uncaught exception fails the test,
     # and test_bad_input_in_a_real_process covers the process boundary once.
     assert run_main([*SMOKE, "--run-dir", str(tmp_path / "x"), *args]) == status
-    stderr = capsys.readouterr().err
+    captured = capsys.readouterr()
+    stderr = captured.err
     lines = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], stderr[-2000:]
     if "budget" in message:
         assert not (tmp_path / "x" / "supernet_checkpoint.pt").exists(), "the budget check must precede any work"
+    if "nonexistent" in message:
+        assert not (tmp_path / "x").exists(), "a bad --data must be refused before any folder is written"
+        assert "plan:" not in captured.out  # before the start line
 
 
 def test_bad_input_in_a_real_process_exits_2_with_one_line_and_no_traceback(tmp_path):

@@ -33,6 +33,20 @@ def default_budget(space: SpaceSpec, table: FlopsTable) -> float:
     return low + 0.5 * (high - low)
 
 
+def open_data(cfg: RunConfig) -> DataBundle:
+    """The run's dataset, cut into its seeded splits (also how a plan checks its data before any work)."""
+    d = cfg.data
+    return build_data(
+        d.dataset,
+        d.root,
+        seed=cfg.seed,
+        search_size=d.search_size,
+        recal_size=d.recal_size,
+        train_size=d.train_size,
+        **d.options,
+    )
+
+
 @dataclass
 class RunContext:
     """Config, space, data, device and output folder of one run, plus the supernet all stages share."""
@@ -50,16 +64,7 @@ class RunContext:
     def __post_init__(self) -> None:
         cfg = self.cfg
         self.space = get_space(cfg.space, cfg.scale)
-        dcfg = cfg.data
-        self.data = build_data(
-            dcfg.dataset,
-            dcfg.root,
-            seed=cfg.seed,
-            search_size=dcfg.search_size,
-            recal_size=dcfg.recal_size,
-            train_size=dcfg.train_size,
-            **dcfg.options,
-        )
+        self.data = open_data(cfg)
         self.table = flops_table(
             self.space.name, self.space.scale, self.data.resolution, self.data.num_classes, self.data.in_chans
         )
