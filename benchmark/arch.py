@@ -1,7 +1,7 @@
 """Print an architecture of a space readably, with its MFLOPs (MACs) and params.
 
-python -m benchmark.arch --space s1 --arch 0-1-2-3-4-5-6-7-8-9-0-1-2-3-4-5-6-7-8-0
-python -m benchmark.arch --space s1 --scale proxy --arch first --json
+python -m benchmark.arch --space s1 --arch 7-9-1-3-8-4-9-1            (proxy scale, the default: as a proxy run finds)
+python -m benchmark.arch --space s1 --preset imagenet --arch first --json
 python -m benchmark.arch --space cream --arch cream-287   (a published network, beside its published figures)
 """
 
@@ -61,7 +61,10 @@ def report(space_name: str, scale: str, arch_text: str, resolution: int | None, 
             raise ValueError(f"{entry.name} is an ImageNet network; it has no {scale} version")
         arch_text, resolution = entry.arch, resolution or entry.resolution
     space = get_space(space_name, scale)
-    arch = named_arch(space, arch_text)
+    try:
+        arch = named_arch(space, arch_text)
+    except ValueError as err:
+        raise ValueError(f"{err}{other_scale_hint(space_name, scale, arch_text)}") from None
     classes = num_classes or (1000 if scale == "imagenet" else 10)
     chans = 3 if scale == "imagenet" else 1
     res = resolution or space.resolution
@@ -88,6 +91,30 @@ def report(space_name: str, scale: str, arch_text: str, resolution: int | None, 
     return info
 
 
+def other_scale_hint(space_name: str, scale: str, arch_text: str) -> str:
+    """'; it is an architecture of the <other> scale: add --scale <other>' where the other scale's space takes it."""
+    for other in SCALES:
+        if other != scale:
+            try:
+                named_arch(get_space(space_name, other), arch_text)
+            except (KeyError, ValueError):
+                continue
+            return f"; it is an architecture of the {other} scale: add --scale {other}"
+    return ""
+
+
+def scale_of(args: argparse.Namespace) -> str:
+    """--scale, else the --preset's scale, else imagenet for a published network and proxy for the rest (the
+    scale of the embedded default's runs)."""
+    if args.scale:
+        return args.scale
+    if args.preset:
+        from benchmark.preset import load_preset
+
+        return load_preset(args.preset).get("scale", "imagenet")
+    return "imagenet" if lookup(args.arch) is not None else "proxy"
+
+
 def print_published(pub: dict) -> None:
     """The published figures and how ours compare (see `spaces.published` for the conventions)."""
     params = "params not published" if pub["params_m"] is None else f"{pub['params_m']} M params"
@@ -112,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmark.arch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--space", required=True, help=", ".join(list_spaces()))
-    p.add_argument("--scale", default="imagenet", choices=SCALES)
+    p.add_argument(
+        "--scale", choices=SCALES, help="default: the --preset's, else proxy (imagenet for a published name)"
+    )
+    p.add_argument("--preset", help="take the scale from this preset (smoke, proxy, imagenet or a JSON file)")
     p.add_argument(
         "--arch",
         required=True,
@@ -123,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args(argv)
     try:
-        info = report(args.space, args.scale, args.arch, args.resolution, args.classes)
+        info = report(args.space, scale_of(args), args.arch, args.resolution, args.classes)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
