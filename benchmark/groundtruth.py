@@ -1,6 +1,6 @@
 """Stand-alone ground truth for ranking fidelity: architectures of the search's FLOPs band trained from scratch.
 
-    python -m benchmark.groundtruth --space s1 --preset proxy --archs 40 --seeds 3 --jobs 2
+    python -m benchmark.groundtruth --space s1 --preset proxy --archs 40 --seeds-per-arch 3 --jobs 2
 
 N architectures are drawn uniformly (`spaces.arch.sample_uniform`, rejection-sampled, distinct) from the
 generator `np.random.default_rng(ARCH_SEED)`, so every machine draws the same list and `--archs 60` extends
@@ -64,11 +64,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m benchmark.groundtruth",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # --seeds must not pass for --seeds-per-arch
     )
     p.add_argument("--space", default="s1", help=f"search space: {', '.join(list_spaces())} (default s1)")
     p.add_argument("--preset", default="proxy", help=f"{', '.join(list_presets())} or a JSON file (default proxy)")
     p.add_argument("--archs", type=int, default=40, help="architectures to draw (default 40)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..K-1 per architecture (default 3)")
+    p.add_argument("--seeds-per-arch", type=int, default=3, help="trainings per architecture, seeds 0..K-1 (default 3)")
+    # benchmark.run's --seeds names seeds (0-2); here the count per architecture is --seeds-per-arch
+    p.add_argument("--seeds", dest="seeds_spec", help=argparse.SUPPRESS)
     p.add_argument("--jobs", type=int, default=1, help="worker processes, each with cores // jobs threads")
     p.add_argument("--band", help="FLOPs band LOW,HIGH in MFLOPs (default [0.75 x budget, budget])")
     p.add_argument("--arch", action="append", default=[], help="an explicit architecture instead of the draw")
@@ -265,8 +268,13 @@ def claim_outputs(ctx: RunContext, out: Path, expected: dict, sidecar_extra: dic
 
 def make_groundtruth(args: argparse.Namespace, argv: list[str]) -> int:
     """Resolve, check against what exists, then train every missing (arch, seed) and write its row."""
-    if args.archs < 1 or args.seeds < 1 or args.jobs < 1:
-        raise ConfigError("--archs, --seeds and --jobs must be >= 1")
+    if args.seeds_spec is not None:
+        raise ConfigError(
+            f"--seeds {args.seeds_spec}: the ground truth's count of trainings per architecture is "
+            f"--seeds-per-arch (--seeds names seeds in benchmark.run)"
+        )
+    if args.archs < 1 or args.seeds_per_arch < 1 or args.jobs < 1:
+        raise ConfigError("--archs, --seeds-per-arch and --jobs must be >= 1")
     preset = Path(args.preset).stem
     cfg = resolve(load_preset(args.preset), parse_overrides(args.overrides), space=args.space, seed=0)
     out = args.out or Path("results") / preset / f"groundtruth_{cfg.space}.csv"
@@ -281,7 +289,7 @@ def make_groundtruth(args: argparse.Namespace, argv: list[str]) -> int:
         "budget_mflops": budget,
         "arch_seed": None if args.arch else ARCH_SEED,
         "archs": [encode(a) for a in archs],
-        "seeds": args.seeds,
+        "seeds": args.seeds_per_arch,
         "command": {**command, "started": time.strftime("%Y-%m-%d %H:%M:%S")},
         "config": cfg.to_dict(),
     }
@@ -290,10 +298,10 @@ def make_groundtruth(args: argparse.Namespace, argv: list[str]) -> int:
     rows = read_rows(out)
     done = {(r["arch"], int(r["seed"])) for r in rows}
     # Seed-major: after the first pass every architecture has one figure, which already ranks them.
-    todo = [(s, encode(a)) for s in range(args.seeds) for a in archs if (encode(a), s) not in done]
+    todo = [(s, encode(a)) for s in range(args.seeds_per_arch) for a in archs if (encode(a), s) not in done]
     tasks = [(dataclasses.replace(cfg, seed=s), a, work / f"{a}_seed{s}") for s, a in todo]
     print(
-        f"ground truth {preset}/{cfg.space}: {len(archs)} architectures x {args.seeds} seeds in "
+        f"ground truth {preset}/{cfg.space}: {len(archs)} architectures x {args.seeds_per_arch} seeds in "
         f"[{band[0]:.3f}, {band[1]:.3f}] MFLOPs (budget {budget:.3f}); {len(done)} rows done, {len(tasks)} to train, "
         f"{args.jobs} job(s) x {threads} thread(s) -> {out}",
         flush=True,

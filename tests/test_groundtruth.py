@@ -52,7 +52,7 @@ def comparable(path):
 def truth(preset, tmp_path_factory):
     """An uninterrupted ground truth of 3 drawn architectures x 2 seeds."""
     root = tmp_path_factory.mktemp("truth")
-    assert gt.main(args(preset, root, "--archs", "3", "--seeds", "2")) == 0
+    assert gt.main(args(preset, root, "--archs", "3", "--seeds-per-arch", "2")) == 0
     return root
 
 
@@ -78,7 +78,7 @@ def test_rerun_adds_nothing_and_trains_nothing(truth, preset, monkeypatch):
         raise AssertionError("a finished (arch, seed) was trained again")
 
     monkeypatch.setattr(gt, "train_one", refuse)
-    assert gt.main(args(preset, truth, "--archs", "3", "--seeds", "2")) == 0
+    assert gt.main(args(preset, truth, "--archs", "3", "--seeds-per-arch", "2")) == 0
     assert (truth / "gt.csv").read_bytes() == before
 
 
@@ -97,19 +97,19 @@ def test_resume_after_interrupt_matches_uninterrupted(truth, preset, tmp_path, m
 
     monkeypatch.setattr(ennas.core.checkpoint, "save", save_then_stop)
     with pytest.raises(Stop):
-        gt.main(args(preset, tmp_path, "--archs", "2", "--seeds", "1"))
+        gt.main(args(preset, tmp_path, "--archs", "2", "--seeds-per-arch", "1"))
     assert len(gt.read_rows(tmp_path / "gt.csv")) == 1
     monkeypatch.setattr(ennas.core.checkpoint, "save", save)
     train_step = ennas.core.loop.train_step
     monkeypatch.setattr(ennas.core.loop, "train_step", lambda *a: steps.append(1) or train_step(*a))
-    assert gt.main(args(preset, tmp_path, "--archs", "2", "--seeds", "1")) == 0
+    assert gt.main(args(preset, tmp_path, "--archs", "2", "--seeds-per-arch", "1")) == 0
     assert len(steps) == 2  # only the interrupted training's second epoch
     # The first 2 of the 3 drawn architectures, seed 0: the same figures as the uninterrupted run.
     assert comparable(tmp_path / "gt.csv") == comparable(truth / "gt.csv")[:2]
 
 
 def test_two_jobs_give_the_same_rows(truth, preset, tmp_path):
-    assert gt.main(args(preset, tmp_path, "--archs", "2", "--seeds", "1", "--jobs", "2")) == 0
+    assert gt.main(args(preset, tmp_path, "--archs", "2", "--seeds-per-arch", "1", "--jobs", "2")) == 0
     assert comparable(tmp_path / "gt.csv") == comparable(truth / "gt.csv")[:2]
 
 
@@ -122,6 +122,7 @@ def test_bad_input_is_one_line_and_exit_2(truth, preset, tmp_path, capsys):
         (["--band", "7,5"], "LOW < HIGH"),
         (["--space", "nope"], "unknown search space"),
         (["--preset", "nope"], "unknown preset"),
+        (["--seeds", "2"], "is --seeds-per-arch"),  # one meaning per word: --seeds names seeds in benchmark.run
     ]
     for extra, message in cases:
         assert gt.main(args(preset, tmp_path, *extra)) == 2
@@ -216,7 +217,7 @@ def test_a_record_made_before_a_setting_existed_is_continued(truth, preset, tmp_
         record.write_text(json.dumps(made))
     before = (root / "gt.csv").read_bytes()
     monkeypatch.setattr(gt, "train_one", lambda *a: pytest.fail("a finished (arch, seed) was trained again"))
-    assert gt.main(args(preset, root, "--archs", "3", "--seeds", "2")) == 0
+    assert gt.main(args(preset, root, "--archs", "3", "--seeds-per-arch", "2")) == 0
     assert (root / "gt.csv").read_bytes() == before
     assert gt.main(args(preset, root, "--archs", "3", "--set", "retrain.accumulate=2")) == 2
     assert "was made with recipe.accumulate = 1, not 2" in capsys.readouterr().err
