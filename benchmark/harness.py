@@ -192,13 +192,16 @@ def choose_jobs(requested: int | None, pending: int, device: str, distributed: b
 
 
 def worker_threads(jobs: int) -> int:
-    """CPU threads of each training process: the cores split between the processes on this machine (the jobs,
-    times torchrun's local ranks); 0 (torch's default, every core) for a single process.
+    """CPU threads of each run: one, alone or in a plan (`--set threads=N` to change it).
 
-    Two processes with every core each were seen 10-50x slower on 2 cores (OpenMP oversubscription).
+    The thread count reorders floating-point sums, so a lone run with every core and the same run inside a plan
+    gave other numbers; and two processes with every core each were seen 10-50x slower on 2 cores (OpenMP
+    oversubscription), a lone smoke run on a loaded machine six times slower than with one thread. One thread per
+    run and one run per core (`--jobs` defaults to the core count) is both reproducible and the faster use of a
+    machine here. `jobs` is kept for the callers' symmetry with choose_jobs.
     """
-    processes = jobs * int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(1, usable_cores() // processes) if processes > 1 else 0
+    del jobs
+    return 1
 
 
 def load_warning(device: str, pending: int) -> str | None:
@@ -250,7 +253,8 @@ def estimate(preset: str, labels: list[str], jobs: int) -> str:
         return "duration unknown for this preset"
     durations = [expected_seconds(preset, label) for label in longest_first(labels, preset, label=str)]
     seconds = makespan(durations, jobs)
-    return f"expected about {seconds / 60:.0f} min ({sum(durations) / 60:.0f} run-minutes measured on 2 cores)"
+    took = f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+    return f"expected about {took} ({sum(durations) / 60:.1f} run-minutes measured on 2 cores)"
 
 
 def start_line(preset: str, statuses: list[str], jobs: int, threads: int, out: Path, labels: list[str]) -> str:

@@ -49,7 +49,9 @@ def test_method_labels():
 def test_spaces():
     assert harness.parse_spaces("all") == ["s1", "s2", "s3"]
     assert harness.parse_spaces("s2,s1,s2") == ["s2", "s1"]
-    with pytest.raises(ConfigError, match="unknown search space 's9'; known: cream, s1, s2, s3, spos"):
+    with pytest.raises(
+        ConfigError, match="unknown search space 's9'; known: cream, dna, dna_w96_160, dna_w96_192, s1, s2, s3, spos"
+    ):
         harness.parse_spaces("s9")
 
 
@@ -323,3 +325,8 @@ def test_bad_plans_are_one_line_errors(tmp_path, args, message):
     rc, out, err = cli(*args, "--run-dir", str(tmp_path / "x"))
     assert rc == 2 and err.splitlines() == [err.strip()] and err.startswith(message), err
     assert not (tmp_path / "x").exists() and not out
+
+
+def test_a_short_plan_is_estimated_in_seconds_not_zero_minutes():
+    assert harness.estimate("smoke", ["spos"], 1) == "expected about 20 s (0.3 run-minutes measured on 2 cores)"
+    assert harness.estimate("imagenet", ["spos"], 1) == "duration unknown for this preset"

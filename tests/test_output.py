@@ -36,19 +36,25 @@ def test_a_logged_run_has_epoch_lines_with_throughput_and_no_bar_frames(tmp_path
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "\r" not in proc.stdout + proc.stderr
-    epochs = [line for line in proc.stdout.splitlines() if line.startswith("[spos supernet] epoch=")]
+    epochs = [line for line in proc.stdout.splitlines() if line.startswith("[spos-s1-seed0 supernet] epoch=")]
     assert len(epochs) == 2 and all("img/s=" in line and "stage_eta=" in line for line in epochs)
     env = read_json(tmp_path / "config.json")["environment"]  # what the numbers depend on, recorded
     assert env["threads"] == 1 and env["libraries"]["timm"] and env["libraries"]["cvxpy"] and env["cpu_count"] >= 1
 
 
-def test_threads_are_split_between_the_processes_on_the_machine(monkeypatch):
+def test_a_run_uses_one_thread_alone_or_in_a_plan(monkeypatch, tmp_path):
     monkeypatch.setattr(harness, "usable_cores", lambda: 8)
-    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    assert harness.worker_threads(1) == 0  # one process: torch's default, every core
-    assert harness.worker_threads(2) == 4
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun's ranks on this machine
-    assert harness.worker_threads(1) == 2 and harness.worker_threads(16) == 1
+    assert [harness.worker_threads(j) for j in (1, 2, 8)] == [1, 1, 1]
+    from benchmark.run import parse_args, plan_tasks
+
+    alone = plan_tasks(parse_args(["--method", "spos", "--preset", "smoke", "--out", str(tmp_path)]))
+    plan = plan_tasks(parse_args(["--method", "spos", "--preset", "smoke", "--seeds", "0-7", "--out", str(tmp_path)]))
+    assert alone[0][0].threads == 1 and {t.threads for t in plan[0]} == {1}
+    assert plan[1] == 8  # --jobs defaults to the core count
+    told = plan_tasks(
+        parse_args(["--method", "spos", "--preset", "smoke", "--set", "threads=2", "--out", str(tmp_path)])
+    )
+    assert told[0][0].threads == 2
 
 
 def test_long_stages_print_plain_progress_lines_without_a_terminal(capsys):
