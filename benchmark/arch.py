@@ -2,7 +2,7 @@
 
 python -m benchmark.arch --space s1 --arch 0-1-2-3-4-5-6-7-8-9-0-1-2-3-4-5-6-7-8-0
 python -m benchmark.arch --space s1 --scale proxy --arch first --json
-python -m benchmark.arch --space cream --arch cream-287   (a published network, beside its published figures)
+python -m benchmark.arch --space cream --arch cream-287   # a published network, beside its published figures
 """
 
 from __future__ import annotations
