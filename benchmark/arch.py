@@ -1,8 +1,8 @@
 """Print an architecture of a space readably, with its MFLOPs (MACs) and params.
 
-python -m benchmark.arch --space s1 --arch 7-9-1-3-8-4-9-1            (proxy scale, the default: as a proxy run finds)
+python -m benchmark.arch --space s1 --arch 7-9-1-3-8-4-9-1   # the proxy scale by default, as a proxy run finds
 python -m benchmark.arch --space s1 --preset imagenet --arch first --json
-python -m benchmark.arch --space cream --arch cream-287   (a published network, beside its published figures)
+python -m benchmark.arch --space cream --arch cream-287   # a published network, beside its published figures
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Performance benchmarks, measured as ratios side by side in one run (the machines are shared and noisy).
 
-    python -m benchmark.perf [--quick] [--json results/perf.json]
+    python -m benchmark.perf --quick --json /tmp/perf.json    # every section, fewer repetitions
+    python -m benchmark.perf probe_share cost_ratio           # named sections only
 
 Each comparison interleaves its contenders (A, B, A, B, ...) and reports the median of per-round ratios,
 so slow phases of a shared machine hit both sides alike.

@@ -8,8 +8,11 @@
 
 Each (label, space, seed) is its own folder `OUT/<label>-<space>-seed<N>`; rerunning skips finished runs and
 resumes unfinished ones from their last checkpoint. A run that fails leaves `error.json` and the others go on.
-At the end: a summary table and the report (`python -m benchmark.report OUT`). Exit status 0 when every run is
-done, 1 when some run failed, 2 for bad input (one line `error: ...`).
+At the end: a summary table and the report (`python -m benchmark.report runs/proxy` redraws it). Exit status: 0
+when every run is done; 2 for bad input and for failures the user can fix (a wrong --data folder, no GPU, out of
+memory, a full disk, a corrupt checkpoint, a diverged loss: one line `error: ...` that says what to change); 1
+when a run failed unexpectedly (a bug: its error.json keeps the traceback) or the report failed; 128 + N when
+stopped by signal N (rerun the same command to resume). More: docs/running.md, docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override any setting, e.g. --set supernet.epochs=10 --set distill.tau=2",
+        help="override any setting, e.g. --set supernet.epochs=10 --set ennas.tau=2 (sections: docs/running.md)",
     )
     p.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
     slurm.add_arguments(p)

@@ -1,6 +1,6 @@
 """Where the top-1 noise is: search-to-search against retrain-to-retrain, and the design that narrows it per hour.
 
-    python -m benchmark.variance results/proxy [--json OUT.json]
+    python -m benchmark.variance results/proxy --json /tmp/variance.json
 
 A run's top-1 varies because its pipeline seed finds another architecture (search-to-search) and because the
 found architecture's retraining is itself noisy (retrain-to-retrain). With each run's architecture retrained

@@ -1,6 +1,6 @@
 """The registry of search spaces: each space is plain data (layers with their candidate specs) at two scales.
 
-`s1`, `s2`, `s3` follow DESIGN.md §4 (the paper's spaces); `spos`, `cream` and the `dna` spaces rebuild the
+`s1`, `s2`, `s3` follow docs/design.md §4 (the paper's spaces); `spos`, `cream` and the `dna` spaces rebuild the
 reference spaces of those papers' official code, wide enough to hold their published networks
 (`spaces.published`). `imagenet` scale is the published layout at 224 px; `proxy` keeps the same candidate
 sets on a narrower, shallower layout for 28 px Fashion-MNIST on 2 CPU cores.

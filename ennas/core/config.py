@@ -66,7 +66,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SupernetConfig:
-    """Supernet training (the paper's recipe in the imagenet preset, DESIGN.md §2-3)."""
+    """Supernet training (the paper's recipe in the imagenet preset, docs/design.md §2-3)."""
 
     epochs: int = 120
     batch_size: int = 1024  # global batch, split across ranks

@@ -291,7 +291,7 @@ def add_sums(sums: dict, stats: dict) -> dict:
 
 
 def epoch_record(ctx: RunContext, loop: Loop, epoch: int, sums: dict, wall: float) -> dict:
-    """The JSON record of one finished epoch (DESIGN.md §7).
+    """The JSON record of one finished epoch (docs/design.md §7).
 
     `wall_s` / `device_s` are the whole epoch: training steps, the policy's epoch start (part of the method:
     EnNAS's ζ estimate and sampler build, paper §3.3-3.4) and the measurements (probes, `on_epoch_end`). The two

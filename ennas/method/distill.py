@@ -1,7 +1,7 @@
 """EnNAS's distillation term (Eq. 3): the temperature-scaled KL from the detached ensemble teacher.
 
 EnNAS trains each sampled subnet i on L_i = CE(z_i, y) + lambda * tau^2 * KL(softmax(t / tau) || softmax(z_i / tau)),
-t the detached ensemble teacher (DESIGN.md section 2; the printed "-tau^2 KL" is an extraction error). The
+t the detached ensemble teacher (docs/design.md §2; the printed "-tau^2 KL" is an extraction error). The
 values of lambda and tau, and why, are the `ennas` options' (ennas.method.ennas.EnNASOptions).
 """
 

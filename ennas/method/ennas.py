@@ -11,7 +11,7 @@ are drawn: `ennas-wo-ds` independently and uniformly (`sample_uniform_set`), `en
 diversity-based sampler (`DiversitySampler`, Eq. 5) over operator diversities ζ (Eq. 4) re-estimated
 at every epoch start. Both measure their teachers and students in the same code path (`epoch_metrics`).
 
-Decisions (DESIGN.md §2):
+Decisions (docs/design.md §2):
 - **Sum, not mean, of the m losses.** The paper sums per-subnet losses and Algorithm 1 updates the weights
   once per subnet; one SGD step on the sum is those m steps to first order, so every sampled operator moves
   as far as in one SPOS step (the stem, the tail and an operator shared by several subnets take the sum of

@@ -4,7 +4,7 @@ Problem: given logits z_i (B, C) of m subnets and labels y, find w minimising th
 
     f(w) = sum_b [ logsumexp_c(sum_i w_i z_ibc) - sum_i w_i z_i,b,y_b ]
 
-subject to sum(w) = 1 and, by default, w >= 0 (the simplex, as KDCL-Linear; DESIGN.md section 2).
+subject to sum(w) = 1 and, by default, w >= 0 (the simplex, as KDCL-Linear; docs/design.md §2).
 
 Two solvers:
 - ``newton`` (default): trust-region Newton with an active set, in float64 on the logits' device.
@@ -89,7 +89,7 @@ def _ecos_weights(logits: torch.Tensor, labels: torch.Tensor, constraint: str) -
     y = labels.cpu().numpy()
     m, b, c = z.shape
     w = cp.Variable(m)
-    # Constants, not cp.Parameter: DPP compilation of parameters this large exhausts memory (DESIGN 8).
+    # Constants, not cp.Parameter: DPP compilation of parameters this large exhausts memory (docs/design.md §8).
     scores = cp.reshape(z.reshape(m, b * c).T @ w, (b, c), order="C")
     correct = z[:, range(b), y].T @ w
     objective = cp.Minimize(cp.sum(cp.log_sum_exp(scores, axis=1)) - cp.sum(correct))
