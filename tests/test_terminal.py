@@ -59,3 +59,21 @@ def test_no_run_starts_after_sigint(tmp_path):
     assert proc.returncode == 128 + signal.SIGINT, err
     folders = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
     assert len(folders) <= 2, folders  # only the two runs the jobs had started
+
+
+def test_a_one_epoch_cosine_schedule_anneals_without_timm_warning(caplog):
+    import torch
+
+    from ennas.core.config import RetrainConfig
+    from ennas.core.optim import retrain_schedule
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    cfg = RetrainConfig(epochs=1, warmup_epochs=0, lr_decay=0, lr=0.1)
+    with caplog.at_level("WARNING"):
+        sched = retrain_schedule(opt, cfg, steps_per_epoch=4)
+    assert not [r for r in caplog.records if "no effect" in r.getMessage()]
+    lrs = []
+    for _ in range(3):
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] > lrs[1] > lrs[2]  # it does anneal within the epoch

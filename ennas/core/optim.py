@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import torch
 from timm.optim import RMSpropTF
 from timm.scheduler import CosineLRScheduler, StepLRScheduler
@@ -63,5 +66,20 @@ def retrain_schedule(optimizer: torch.optim.Optimizer, cfg: RetrainConfig, steps
     if cfg.lr_decay:
         sched = StepLRScheduler(optimizer, decay_t=cfg.decay_epochs, decay_rate=cfg.lr_decay, **common)
     else:
-        sched = CosineLRScheduler(optimizer, t_initial=max(cfg.epochs, 1), lr_min=0.0, **common)
+        # timm warns that a one-epoch cosine "will have no effect", but PerStep steps it in fractions of an epoch,
+        # so it does anneal: the warning is wrong here and is kept off the console
+        with _quiet("timm.scheduler.cosine_lr"):
+            sched = CosineLRScheduler(optimizer, t_initial=max(cfg.epochs, 1), lr_min=0.0, **common)
     return PerStep(sched, steps_per_epoch)
+
+
+@contextlib.contextmanager
+def _quiet(logger: str):
+    """Silence one library logger's warnings for the duration of the block."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
