@@ -88,7 +88,7 @@ def table1_md(t: pd.DataFrame) -> str:
         [r.space, r.label, r.n, _pm(r.top1_mean, r.top1_std), _pm(r.top5_mean, r.top5_std)]
         + [_pm(r.mflops_mean, r.mflops_std), fmt(r.params_m_mean, 3, False), r.supervised or "—"]
         + [fmt(r.supernet_device_h, 3, False), fmt(r.probe_device_h, 3, False), fmt(r.teacher_device_h, 3, False)]
-        + [fmt(r.gpu_days, 2, False), fmt(r.paper_top1, 1, False)]
+        + [fmt(r.gpu_days, 2, False) if math.isfinite(r.gpu_days) else "— (CPU runs)", fmt(r.paper_top1, 1, False)]
         + [fmt(r.paper_top5, 1, False), fmt(r.paper_mflops, 0, False), r.paper_supervised or "—"]
         + [fmt(r.paper_gpu_days, 0, False)]
         for r in t.itertuples()
@@ -354,10 +354,23 @@ def _s_variance(x: Inputs) -> list[str]:
     return variance_lines(analyse_results(x.res))
 
 
+FIGURE_TITLES = {
+    "fig1_teacher_accuracy.png": "Fig. 1: teacher and student top-1 over supernet training",
+    "fig2_diversity.png": "Fig. 2: diversity of the sampled sets, and the room the sampler had",
+    "fig3_ranking.png": "Fig. 3: ranking fidelity (Kendall τ against the ground truth) over supernet training",
+}
+
+
 def _s_figures(x: Inputs) -> list[str]:
-    return ["## Figures", ""] + [
-        f"- `{n}`: " + (f"skipped: {why}" if why else "written") for n, why in x.figures.items()
-    ]
+    """Each figure shown inline (beside REPORT.md) under its title, or why it was skipped."""
+    lines = ["## Figures", ""]
+    for name, why in x.figures.items():
+        title = FIGURE_TITLES.get(name)
+        if title is None:  # a data file written with the figures (ranking.csv)
+            lines += [f"- `{name}`: " + (f"skipped: {why}" if why else "written beside this report"), ""]
+        else:
+            lines += [f"### {title}", "", f"skipped: {why}" if why else f"![{title}]({name})", ""]
+    return lines
 
 
 # REPORT.md's sections in order: each takes the Inputs and gives its lines (title first).

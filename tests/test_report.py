@@ -256,7 +256,12 @@ def test_figures_written_and_fig3_skipped_without_ranking(tmp_path):
     for name in ("fig1_teacher_accuracy.png", "fig2_diversity.png"):
         assert (tmp_path / name).stat().st_size > 10_000 and out["paths"][name] == tmp_path / name
     assert not (tmp_path / "fig3_ranking.png").exists() and "fig3_ranking.png" in out["skipped"]
-    assert "`fig3_ranking.png`: skipped: no run has a ranking.csv" in (tmp_path / "REPORT.md").read_text()
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "](fig1_teacher_accuracy.png)" in text and "](fig2_diversity.png)" in text  # shown inline
+    assert (
+        "Fig. 3: ranking fidelity (Kendall τ against the ground truth) over supernet training\n\nskipped: no run has a ranking.csv"
+        in text
+    )
     assert (
         not (tmp_path / "ranking.csv").exists()
         and "`ranking.csv`: skipped: no run has" in (tmp_path / "REPORT.md").read_text()
@@ -283,7 +288,7 @@ def test_fig3_drawn_from_ranking_csv(tmp_path, form):
     assert len(curves) == 8 and sorted(set(refs["ref"])) == ["ceiling", "flops"]
     out = report.build_report(tmp_path)
     assert (tmp_path / "fig3_ranking.png").stat().st_size > 10_000 and "fig3_ranking.png" not in out["skipped"]
-    assert "`fig3_ranking.png`: written" in (tmp_path / "REPORT.md").read_text()
+    assert "](fig3_ranking.png)" in (tmp_path / "REPORT.md").read_text()  # shown inline
     combined = pd.read_csv(tmp_path / "ranking.csv")
     assert list(combined.columns[:4]) == ["label", "space", "seed", "epoch"]
     assert len(combined) == 2 * 2 * 2 * (3 if form == "long" else 1)  # labels × seeds × epochs (× predictors)
