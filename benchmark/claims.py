@@ -112,7 +112,9 @@ def delta_text(c: Claim) -> str:
 
 def _what(c: Claim) -> str:
     """What our number for claim `c` is, in words."""
-    q = {"supernet_train_s": "supernet device time net of logged probe/ζ time"}.get(c.quantity, c.quantity)
+    q = {"supernet_train_s": "supernet device time net of probes and DNA's teacher (ζ included)"}.get(
+        c.quantity, c.quantity
+    )
     q = {"kendall_tau": "supernet Kendall τ (last ranked epoch)"}.get(q, q)
     when = " at the last supernet epoch" if c.quantity in LOG_KEYS else ""
     b = ", ".join(c.b)
@@ -135,7 +137,10 @@ def judge(c: Claim, group: str, space: str, values: dict[int, float], a: dict, b
     ref = math.log(p_fig) if c.kind == "ratio" and p_fig else p_fig  # P in the judged (log) units
     scaled = ctx.get("scaled", ref)
     size = delta_of if c.kind == "ratio" else lambda x: fmt(x, d, False)
-    v = judge_interval(est, c.effect.delta, scaled, test=c.test, null=ctx.get("null"), show=show, show_size=size)
+    units = ctx.get("units", "seeds")  # what n counts: seeds, or rounds of isolated timings
+    v = judge_interval(
+        est, c.effect.delta, scaled, test=c.test, null=ctx.get("null"), show=show, show_size=size, units=units
+    )
     where = "all spaces" if space == "all" else space
     paired = "paired " if c.kind in ("diff", "ratio") else ""
     if ctx.get("what"):
@@ -147,7 +152,8 @@ def judge(c: Claim, group: str, space: str, values: dict[int, float], a: dict, b
         ours = show(est.mean) + (f" [{show(est.low)}, {show(est.high)}]" if est.n >= 2 else "")
         msg = f"{_what(c)} on {where}: {ours} {c.unit}, n={est.n} {paired}seed{'s' * (est.n != 1)} ({', '.join(map(str, seeds))})"
     if c.kind in ("diff", "ratio") and seeds:
-        msg += f"; {c.a} {np.mean([a[s] for s in seeds]):.{d}f}, {c.b[0]} {np.mean([b[s] for s in seeds]):.{d}f}"
+        each = " device-s" if c.quantity.endswith("_s") else ""  # the ratio's terms carry their own unit
+        msg += f"; {c.a} {np.mean([a[s] for s in seeds]):.{d}f}{each}, {c.b[0]} {np.mean([b[s] for s in seeds]):.{d}f}{each}"
     if ctx.get("null"):
         null = ctx["null"]
         msg += f"; label-permutation null mean {show(null['mean'])}, 95 % quantile {show(null['q95'])}, p = {null['p']:.3f}"
@@ -244,7 +250,7 @@ def isolated_cost(res: Results, rows: list[dict]) -> list[dict]:
     r = perf[key]
     est = supplied(math.log(r["ratio"]), math.log(r["low"]), math.log(r["high"]), int(perf["rounds"]), r["log_sd"])
     what = f"{c.a} / {c.b[0]} supernet epoch, isolated and interleaved on one machine ({PERF_COSTS}), {perf['what']}"
-    row = judge(c, "claim", "s1", {}, {}, {}, est=est, what=what) | {"source_of_estimate": "isolated"}
+    row = judge(c, "claim", "s1", {}, {}, {}, est=est, what=what, units="rounds") | {"source_of_estimate": "isolated"}
     kept = [r | {"group": "cost-coscheduled"} if r["id"] == c.id and r["group"] == "claim" else r for r in rows]
     at = next(i for i, r in enumerate(kept) if r["id"] == c.id)
     return kept[:at] + [row] + kept[at:]

@@ -18,29 +18,23 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from benchmark import paper
 from benchmark.claims import fmt, judge_all, last_ranking
+from benchmark.costs import cost_table, perf_lines
 from benchmark.figures import FIGURES
 from benchmark.headroom import headroom_lines
 from benchmark.power import power_md
 from benchmark.results import LABELS, NAN, SE_KEYS, ReportError, Results, display_order, load, seed_text
+from benchmark.tables import md_table, mean_sd
 from benchmark.variance import analyse_results, variance_lines
 from benchmark.verdicts import HELD, SCHEME, from_values
 
-
 # --- tables --------------------------------------------------------------------------------------------
-def _ms(series: pd.Series) -> tuple[float, float]:
-    """Mean and sample sd (NaN below two values) of the finite values."""
-    x = series.to_numpy(dtype=float)
-    x = x[np.isfinite(x)]
-    return (float(x.mean()) if len(x) else NAN), (float(x.std(ddof=1)) if len(x) > 1 else NAN)
 
 
 def table1(res: Results) -> pd.DataFrame:
@@ -54,13 +48,13 @@ def table1(res: Results) -> pd.DataFrame:
         cuda = len(ok) > 0 and bool(ok["cuda"].notna().all())
         row = {"space": space, "label": label, "n": len(ok), "seeds": " ".join(map(str, sorted(ok["seed"])))}
         for q in ("top1", "top5", "mflops"):
-            row[f"{q}_mean"], row[f"{q}_std"] = _ms(ok[q])
-        row |= {"params_m_mean": _ms(ok["params_m"])[0], "supervised": "/".join(sup)}
+            row[f"{q}_mean"], row[f"{q}_std"] = mean_sd(ok[q])
+        row |= {"params_m_mean": mean_sd(ok["params_m"])[0], "supervised": "/".join(sup)}
         # the method's supernet cost: less the probes and DNA's teacher, which stand in their own columns
-        row |= {"supernet_device_h": _ms(ok["supernet_train_s"])[0] / 3600}
-        row |= {"probe_device_h": _ms(ok["probe_device_s"])[0] / 3600}
-        row |= {"teacher_device_h": _ms(ok["teacher_device_s"])[0] / 3600}
-        row |= {"gpu_days": _ms(ok["supernet_train_s"])[0] / 86400 if cuda else NAN}
+        row |= {"supernet_device_h": mean_sd(ok["supernet_train_s"])[0] / 3600}
+        row |= {"probe_device_h": mean_sd(ok["probe_device_s"])[0] / 3600}
+        row |= {"teacher_device_h": mean_sd(ok["teacher_device_s"])[0] / 3600}
+        row |= {"gpu_days": mean_sd(ok["supernet_train_s"])[0] / 86400 if cuda else NAN}
         row |= {"paper_top1": p.top1 if p else NAN, "paper_top5": p.top5 if p and p.top5 is not None else NAN}
         row |= {"paper_mflops": p.mflops if p else NAN, "paper_supervised": ("Y" if p.supervised else "N") if p else ""}
         row |= {"paper_gpu_days": p.gpu_days if p else NAN}
@@ -71,12 +65,6 @@ def table1(res: Results) -> pd.DataFrame:
 def _pm(mean: float, sd: float, digits: int = 2) -> str:
     """'mean ± sd', 'mean' for one seed, '—' for none."""
     return fmt(mean, digits, False) + (f" ± {sd:.{digits}f}" if math.isfinite(sd) else "")
-
-
-def _md_table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
-    """A markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows]) + "\n"
 
 
 def table1_md(t: pd.DataFrame) -> str:
@@ -93,7 +81,7 @@ def table1_md(t: pd.DataFrame) -> str:
         + [fmt(r.paper_gpu_days, 0, False)]
         for r in t.itertuples()
     ]
-    return _md_table(header, rows)
+    return md_table(header, rows)
 
 
 def gap_table(res: Results) -> pd.DataFrame:
@@ -158,7 +146,7 @@ def _banner(res: Results) -> list[str]:
 def _claim_table(rows: list[dict]) -> str:
     """One line per claim and space: P, P scaled, Δ, ours with its 95 % interval, n, verdict, MDE, n for Δ."""
     header = ["id", "space", "paper P", "P scaled", "Δ", "ours", "95 % interval", "n", "verdict", "MDE", "n for Δ"]
-    return _md_table(
+    return md_table(
         header,
         [
             [c["id"], c["space"], c["shown"]["paper"], c["shown"]["scaled"], c["shown"]["delta"], c["shown"]["mean"]]
@@ -200,35 +188,6 @@ def _control(claims: list[dict]) -> list[str]:
     return lines
 
 
-COST_COLUMNS = {  # run column -> REPORT.md header (device-hours, mean over complete seeds)
-    "supernet_train_s": "method's supernet cost",
-    "epoch_start_device_s": "of which epoch start (ζ)",
-    "probe_device_s": "probes (not counted)",
-    "teacher_device_s": "DNA teacher (one-time, not counted)",
-    "search_device_s": "search",
-    "retrain_device_s": "retraining",
-}
-
-
-def _costs(res: Results) -> str:
-    """Device-hours per label and space (mean over complete seeds) by kind, GPU-days where the runs used CUDA.
-
-    The method's supernet cost is the stage less the measurement probes and less DNA's teacher (the paper's DNA
-    loads a pretrained one); EnNAS's ζ estimate stays in it (a run logged before the split has '—' there and
-    its ζ time inside the probes). The times are those of the reference runs, two at a time on one machine.
-    """
-    rows = []
-    for space, label in dict.fromkeys(zip(res.runs["space"], res.runs["label"])):
-        ok = res.runs[(res.runs["space"] == space) & (res.runs["label"] == label) & (res.runs["status"] == "ok")]
-        if len(ok):
-            h = {k: _ms(ok[k])[0] / 3600 for k in COST_COLUMNS}
-            cuda = bool(ok["cuda"].notna().all())
-            rows.append([space, label, len(ok)] + [fmt(v, 3, False) for v in h.values()])
-            rows[-1].append(fmt(h["supernet_train_s"] / 24, 2, False) if cuda else "— (CPU runs: no GPU-days)")
-    header = ["space", "label", "n", *(f"{v} (device-h)" for v in COST_COLUMNS.values()), "supernet GPU-days"]
-    return _md_table(header, rows)
-
-
 def _span(low: float, high: float, signed: bool = True) -> str:
     """'[low, high]' to 3 decimals, '—' where undefined."""
     return f"[{fmt(low, 3, signed)}, {fmt(high, 3, signed)}]" if math.isfinite(low) else "—"
@@ -252,7 +211,7 @@ def _ranking_md(res: Results, claims: list[dict]) -> list[str]:
         "ranked epoch: the mean over seeds with its 95 % t-interval; FLOPs and params alone with their bootstrap "
         "intervals over architectures.",
         "",
-        _md_table(["space", "ranker", "n", "τ", "95 % interval", "per seed"], rows),
+        md_table(["space", "ranker", "n", "τ", "95 % interval", "per seed"], rows),
     ]
     for r in rk[rk["predictor"] == "ceiling"].drop_duplicates("space").itertuples():
         ceiling = f"{fmt(r.ceiling_mean_tau, 3, False)} {_span(r.ceiling_mean_low, r.ceiling_mean_high, False)}"
@@ -289,7 +248,7 @@ def _ranking_md(res: Results, claims: list[dict]) -> list[str]:
         + [c["n_needed"] or "—"]
         for c in flops
     ]
-    return lines + [_md_table(header, table)]
+    return lines + [md_table(header, table)]
 
 
 @dataclass(frozen=True)
@@ -337,7 +296,7 @@ def _s_power(x: Inputs) -> list[str]:
 
 
 def _s_cost(x: Inputs) -> list[str]:
-    lines = ["## Cost", "", _costs(x.res)]
+    lines = ["## Cost", "", cost_table(x.res), *perf_lines(x.res)]
     runs = [c for c in x.claims if c["group"] == "cost-coscheduled"]
     if runs:
         lines += ["The reference runs' own times (two runs at a time, not the claim's measurement):", ""]
