@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from benchmark import paper
-from benchmark.claims import evaluate, judge_all
+from benchmark.claims import judge_all
 from benchmark.harness import known_labels
 from benchmark.report import report_md
 from benchmark.results import load
@@ -59,7 +59,9 @@ def report_text(results):
 
 @pytest.mark.parametrize("claim_id", [c.id for c in (*paper.CLAIMS, *paper.CHECKS, *paper.RANKING)])
 def test_claim_is_judged_on_the_proxy(results, report_text, claim_id):
-    rows = [r for r in evaluate(results, claim(claim_id)) if r["space"] in (SPACE, "all")]
+    # as the report judges it (the cost claim from isolated timings where the folder holds them)
+    judged = [r for r in judge_all(results) if r["id"] == claim_id and r["group"] in ("claim", "check", "ranking")]
+    rows = [r for r in judged if r["space"] in (SPACE, "all")]
     assert rows, f"{claim_id}: no {SPACE} runs to judge it on"
     row = rows[0]
     assert row["n"] >= len(SEEDS), f"{claim_id}: only {row['n']} of {len(SEEDS)} seeds finished: {row['message']}"
