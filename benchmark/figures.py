@@ -3,6 +3,7 @@ fidelity per epoch."""
 
 from __future__ import annotations
 
+import math
 import textwrap
 from pathlib import Path
 
@@ -26,13 +27,15 @@ def _figure(n: int) -> tuple[Figure, list]:
     return fig, list(fig.subplots(1, n, squeeze=False)[0])
 
 
-def _band(ax, df: pd.DataFrame, y: str, color: str, style: str, label: str, low: str = "", high: str = "") -> None:
+def _band(
+    ax, df: pd.DataFrame, y: str, color: str, style: str, label: str, low: str = "", high: str = "", marker: str = "."
+) -> None:
     """Mean over seeds per epoch as a line; min–max over seeds shaded (one seed: its `low`–`high` columns)."""
     g = df.dropna(subset=[y]).groupby("epoch")
     mean = g[y].mean()
     if mean.empty:
         return
-    ax.plot(mean.index, mean.to_numpy(), linestyle=style, color=color, label=label, marker=".")
+    ax.plot(mean.index, mean.to_numpy(), linestyle=style, color=color, label=label, marker=marker)
     if df["seed"].nunique() > 1:
         ax.fill_between(mean.index, g[y].min().to_numpy(), g[y].max().to_numpy(), color=color, alpha=0.15, lw=0)
     elif low and low in df and df[low].notna().any():
@@ -160,23 +163,52 @@ def ranking_curves(rk: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def fig3(res: Results, path: Path) -> str | None:
-    """Kendall τ of each label's supernet against the ground truth per supernet epoch, with reference lines."""
+    """Kendall τ of each label's supernet against the ground truth per supernet epoch: one small panel per label
+    (and space), each with the FLOPs-only and attainable-ceiling lines, so no band hides another."""
     curves, refs = ranking_curves(res.ranking)
     if curves.empty:
         return "no run has a ranking.csv (with epoch and kendall_tau columns)"
-
-    def draw(ax, d):
-        for label in sorted(set(d["label"]), key=display_order(d["label"], LABELS).get):
-            dl = d[d["label"] == label]
-            band = ("tau_low", "tau_high") if "tau_low" in dl else ("", "")
-            _band(ax, dl, "kendall_tau", COLORS.get(label, "black"), "-", f"{label} (n={dl['seed'].nunique()})", *band)
+    order = display_order(curves["label"], LABELS)
+    spaces = list(dict.fromkeys(curves["space"]))
+    panels = [
+        (space, label)
+        for space in spaces
+        for label in sorted(set(curves[curves["space"] == space]["label"]), key=order.get)
+    ]
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(4.0 * cols, 3.0 * rows + 1.2), layout="constrained")
+    axes = list(fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True).ravel())
+    for ax, (space, label) in zip(axes, panels):
+        d = curves[(curves["space"] == space) & (curves["label"] == label)]
+        color, band = COLORS.get(label, "black"), ("tau_low", "tau_high") if "tau_low" in d else ("", "")
+        _band(ax, d, "kendall_tau", color, "-", "supernet τ (mean over seeds; band: min–max)", *band, marker="o")
+        if d["epoch"].nunique() == 1:  # ranked at one epoch only (DNA): its spread as an error bar
+            g = d["kendall_tau"]
+            ax.errorbar(d["epoch"].iloc[:1], [g.mean()], yerr=[[g.mean() - g.min()], [g.max() - g.mean()]],
+                        color=color, capsize=4)  # fmt: skip
         for ref, style in (("flops", ":"), ("ceiling", "--")):
-            tau = refs[(refs["space"] == d["space"].iloc[0]) & (refs["ref"] == ref)]["tau"]
+            tau = refs[(refs["space"] == space) & (refs["ref"] == ref)]["tau"]
             if len(tau):
-                ax.axhline(tau.mean(), color="black", linestyle=style, lw=1, label=f"{ref} τ {tau.mean():.2f}")
-
-    caption = "bands: min–max over seeds (one seed: its 95 % interval); dotted: FLOPs-only τ, dashed: attainable ceiling (a noise-free ranker against the ground-truth means)"
-    _curves(res, curves, path, draw, "Kendall τ vs stand-alone ground truth", "Ranking fidelity", caption)
+                name = "FLOPs alone" if ref == "flops" else "attainable ceiling"
+                ax.axhline(tau.mean(), color="black", linestyle=style, lw=1, label=f"{name} τ {tau.mean():.2f}")
+        ax.set_title(f"{label} ({space}, n={d['seed'].nunique()})", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    for i, ax in enumerate(axes[: len(panels)]):
+        if i % cols == 0:
+            ax.set_ylabel("Kendall τ vs ground truth")
+        if i >= len(panels) - cols:
+            ax.set_xlabel("supernet epoch")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    caption = (
+        "one panel per method; band: min–max over seeds (one seed: its 95 % interval); dotted: FLOPs alone; "
+        "dashed: attainable ceiling (a noise-free ranker against the ground-truth means)"
+    )
+    _save(fig, res, curves, spaces, path, "Ranking fidelity", caption)
     return None
 
 
