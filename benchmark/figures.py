@@ -35,6 +35,8 @@ def _band(
     mean = g[y].mean()
     if mean.empty:
         return
+    if len(mean) == 1:  # one epoch measured (Cream's first KD epoch in a short run): a visible point, not a speck
+        marker = "o" if style == "-" else "s"
     ax.plot(mean.index, mean.to_numpy(), linestyle=style, color=color, label=label, marker=marker)
     if df["seed"].nunique() > 1:
         ax.fill_between(mean.index, g[y].min().to_numpy(), g[y].max().to_numpy(), color=color, alpha=0.15, lw=0)
