@@ -43,14 +43,20 @@ def t_power(effect: float, sd: float, n: int, alpha: float = ALPHA) -> float:
 
 def mde(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
     """The smallest true effect the t test detects with `power` at n (two-sided α): solves t_power = power."""
+    return _solve_for_power(t_power, sd, n, alpha, power, low=0.0)
+
+
+def _solve_for_power(power_of, sd: float, n: int, alpha: float, power: float, low: float) -> float:
+    """The effect (or margin) x at which power_of(x, sd, n, alpha) reaches `power`: doubled until bracketed, then
+    Brent's root (both the t test's MDE and TOST's narrowest margin)."""
     if n < 2 or not math.isfinite(sd):
         return math.nan
     if sd == 0:
         return 0.0
     hi = sd
-    while t_power(hi, sd, n, alpha) < power:
+    while power_of(hi, sd, n, alpha) < power:
         hi *= 2
-    return float(optimize.brentq(lambda d: t_power(d, sd, n, alpha) - power, 0.0, hi, xtol=1e-10 * sd))
+    return float(optimize.brentq(lambda x: power_of(x, sd, n, alpha) - power, low * sd, hi, xtol=1e-10 * sd))
 
 
 def _smallest_n(ok, n_min: int = 2) -> int | None:
@@ -98,14 +104,7 @@ def tost_power(margin: float, sd: float, n: int, alpha: float = ALPHA) -> float:
 
 def tost_mde(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
     """The narrowest margin ±m that TOST shows with `power` at n when there is no difference."""
-    if n < 2 or not math.isfinite(sd):
-        return math.nan
-    if sd == 0:
-        return 0.0
-    hi = sd
-    while tost_power(hi, sd, n, alpha) < power:
-        hi *= 2
-    return float(optimize.brentq(lambda m: tost_power(m, sd, n, alpha) - power, 1e-12 * sd, hi, xtol=1e-10 * sd))
+    return _solve_for_power(tost_power, sd, n, alpha, power, low=1e-12)
 
 
 def tost_n_needed(margin: float, sd: float, alpha: float = ALPHA, power: float = POWER, n_min: int = 2) -> int | None:
