@@ -27,11 +27,20 @@ def _figure(n: int) -> tuple[Figure, list]:
     return fig, list(fig.subplots(1, n, squeeze=False)[0])
 
 
+def common_epochs(df: pd.DataFrame, y: str) -> pd.DataFrame:
+    """The rows with `y` at the epochs every seed of `df` measured it at. Runs probed on other schedules
+    (`distill.probe_every`: the reference seeds 0-2 every epoch, later seeds every third and the last) would
+    otherwise give a mean over a changing set of seeds, which jumps where the schedules meet."""
+    d = df.dropna(subset=[y])
+    seeds_at = d.groupby("epoch")["seed"].nunique()
+    return d[d["epoch"].isin(seeds_at.index[seeds_at == d["seed"].nunique()])]
+
+
 def _band(
     ax, df: pd.DataFrame, y: str, color: str, style: str, label: str, low: str = "", high: str = "", marker: str = "."
 ) -> None:
     """Mean over seeds per epoch as a line; min–max over seeds shaded (one seed: its `low`–`high` columns)."""
-    g = df.dropna(subset=[y]).groupby("epoch")
+    g = common_epochs(df, y).groupby("epoch")
     mean = g[y].mean()
     if mean.empty:
         return

@@ -408,3 +408,15 @@ def test_ranking_section_judges_tau_differences_and_supernet_against_flops(tmp_p
     assert "### Supernet against FLOPs alone, per run" in text and "| s1 | ennas | 2 | 2 |" in text
     assert "a noise-free ranker reaches τ" in text and "τ between two single ground-truth seeds" in text
     assert "| s1 | *flops alone* | — |" in text
+
+
+def test_figure_means_use_the_epochs_every_seed_probed():
+    """Seeds probed every epoch beside seeds probed every third: a mean per epoch over all of them would jump
+    where the schedules meet, so only the shared epochs are drawn, each a mean over every seed."""
+    every = [{"seed": s, "epoch": e, "teacher_acc": 80.0 + e} for s in (0, 1) for e in range(6)]
+    third = [{"seed": 2, "epoch": e, "teacher_acc": 70.0 + e} for e in (0, 3, 5)]
+    df = pd.DataFrame(every + third + [{"seed": 2, "epoch": 1, "teacher_acc": math.nan}])
+    kept = figures.common_epochs(df, "teacher_acc")
+    assert sorted(set(kept["epoch"])) == [0, 3, 5]
+    assert kept.groupby("epoch")["seed"].nunique().tolist() == [3, 3, 3]
+    assert kept.groupby("epoch")["teacher_acc"].mean().tolist() == pytest.approx([230 / 3, 239 / 3, 245 / 3])
