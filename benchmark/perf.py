@@ -2,6 +2,7 @@
 
     python -m benchmark.perf --quick --json /tmp/perf.json    # every section, fewer repetitions
     python -m benchmark.perf probe_share cost_ratio           # named sections only
+    python -m benchmark.perf cost_ratio --cost-rounds 40      # a fixed number of rounds, decided beforehand
 
 Each comparison interleaves its contenders (A, B, A, B, ...) and reports the median of per-round ratios,
 so slow phases of a shared machine hit both sides alike.
@@ -397,9 +398,19 @@ SECTIONS: dict[str, Callable[[bool], dict]] = {
     "method_epoch_cost": lambda quick: method_epoch_costs(steps=4 if quick else 12),
     "concurrent_runs": lambda quick: concurrent_runs(rounds=1 if quick else 3),
     "data_path": lambda quick: data_path(images=128 if quick else 512, rounds=3 if quick else 5),
-    "cost_ratio": lambda quick: _costs().cost_ratio(min_rounds=2 if quick else 4, max_rounds=3 if quick else 30),
+    "cost_ratio": lambda quick: _cost_ratio(quick),
     "probe_share": lambda quick: _costs().probe_share(rounds=1 if quick else 3),
 }
+
+
+COST_ROUNDS: int | None = None  # --cost-rounds: cost_ratio's fixed number of rounds (None: until its goal is met)
+
+
+def _cost_ratio(quick: bool) -> dict:
+    """cost_ratio with a fixed number of rounds where --cost-rounds gives one, else repeated until its goal."""
+    if COST_ROUNDS is not None:
+        return _costs().cost_ratio(min_rounds=COST_ROUNDS, max_rounds=COST_ROUNDS)
+    return _costs().cost_ratio(min_rounds=2 if quick else 4, max_rounds=3 if quick else 30)
 
 
 def _costs():
@@ -417,15 +428,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("sections", nargs="*", help=f"subset of: {', '.join(SECTIONS)}")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (noisier)")
     p.add_argument("--json", help="also write all results to this file")
+    p.add_argument(
+        "--cost-rounds",
+        type=int,
+        help="cost_ratio: exactly this many rounds, no stopping on the interval (a fixed n decided beforehand)",
+    )
     args = p.parse_args(argv)
     unknown = sorted(set(args.sections) - set(SECTIONS))
     if unknown:
         print(f"error: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}", file=sys.stderr)
         return 2
+    if args.cost_rounds is not None and args.cost_rounds < 2:
+        print(
+            f"error: --cost-rounds must be at least 2 (an interval needs two rounds), not {args.cost_rounds}",
+            file=sys.stderr,
+        )
+        return 2
+    global COST_ROUNDS
+    COST_ROUNDS, before = args.cost_rounds, COST_ROUNDS
     results = {"torch": torch.__version__, "threads": torch.get_num_threads()}
-    for name in args.sections or SECTIONS:
-        results[name] = SECTIONS[name](args.quick)
-        print(json.dumps({name: results[name]}, default=float), flush=True)
+    try:
+        for name in args.sections or SECTIONS:
+            results[name] = SECTIONS[name](args.quick)
+            print(json.dumps({name: results[name]}, default=float), flush=True)
+    finally:
+        COST_ROUNDS = before
     if args.json:
         from ennas.core.io import write_json
 

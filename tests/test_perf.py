@@ -1,6 +1,7 @@
 """benchmark.perf's method cost and data path sections: every method's real loops run, DNA's figures add up as
 documented, and both ImageNet loaders decode a generated JPEG folder."""
 
+import json
 import math
 import time
 
@@ -63,3 +64,22 @@ def test_concurrent_runs_time_one_alone_and_two_at_once_with_the_default_threads
     assert pair[pair.index("--seeds") + 1] == "0-1" and pair[pair.index("--jobs") + 1] == "2"
     assert "supernet.epochs=1" in alone and all("OMP_NUM_THREADS" not in env for _, env in calls)  # the defaults
     assert 1.5 < found["ratio_each_of_two_over_alone"] < 3.0 and found["goal"] == "<= 2.2"
+
+
+def test_cost_ratio_stops_on_its_goal_unless_the_rounds_are_fixed(monkeypatch, capsys):
+    """The pre-registered decision takes a fixed number of rounds; without --cost-rounds the ratio stops as soon as
+    its interval is within ±5 % (here at the fourth round, every ratio being exactly 1.1)."""
+    from benchmark import perf_costs
+
+    monkeypatch.setattr(perf_costs, "_loops", lambda methods, batch, steps: ({}, []))
+    monkeypatch.setattr(
+        perf_costs,
+        "_epoch_round",
+        lambda loops, b, order, epoch, meta_interval: {m: 1.0 + 0.1 * (m != "spos") for m in order},
+    )
+    assert perf_costs.cost_ratio(methods=("spos", "ennas"))["rounds"] == 4
+    assert perf_main(["cost_ratio", "--cost-rounds", "7"]) == 0
+    out = json.loads(capsys.readouterr().out.splitlines()[-1])["cost_ratio"]
+    assert out["rounds"] == 7 and out["ennas_over_spos"]["ratio"] == pytest.approx(1.1)
+    assert perf_main(["cost_ratio", "--cost-rounds", "1"]) == 2
+    assert capsys.readouterr().err.startswith("error: --cost-rounds must be at least 2")
