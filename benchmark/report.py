@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark import paper
+from benchmark.answer import answer_md
 from benchmark.claims import fmt, judge_all, last_ranking
 from benchmark.costs import cost_table, perf_lines
 from benchmark.figures import FIGURES
@@ -261,6 +262,14 @@ class Inputs:
     figures: dict[str, str | None]
 
 
+def _s_answer(x: Inputs) -> list[str]:
+    table = answer_md(x.claims)
+    if not table:
+        return []
+    intro = "Each claim in a line (also `answer.md`); the sections below give every interval, Δ and reason."
+    return ["## The answer", "", intro, "", table]
+
+
 def _s_table1(x: Inputs) -> list[str]:
     return ["## Table 1", "", x.table_md]
 
@@ -333,7 +342,18 @@ def _s_figures(x: Inputs) -> list[str]:
 
 
 # REPORT.md's sections in order: each takes the Inputs and gives its lines (title first).
-SECTIONS = (_s_table1, _s_claims, _s_checks, _s_headroom, _s_ranking, _s_variance, _s_power, _s_cost, _s_figures)
+SECTIONS = (
+    _s_answer,
+    _s_table1,
+    _s_claims,
+    _s_checks,
+    _s_headroom,
+    _s_ranking,
+    _s_variance,
+    _s_power,
+    _s_cost,
+    _s_figures,
+)
 
 
 def report_md(res: Results, table_md: str, claims: list[dict], figures: dict[str, str | None]) -> str:
@@ -366,8 +386,10 @@ def build_report(run_dir: str | Path) -> dict:
     else:
         _csv(ranking_table(res), root / "ranking.csv")
     claims = judge_all(res)
+    (root / "answer.md").write_text(answer_md(claims))
     (root / "REPORT.md").write_text(report_md(res, table_md, claims, figures))
-    names = ["table1.csv", "table1.md", "teacher_student_gap.csv", *(n for n, why in figures.items() if not why)]
+    names = ["table1.csv", "table1.md", "teacher_student_gap.csv", "answer.md"]
+    names += [n for n, why in figures.items() if not why]
     return {
         "paths": {n: root / n for n in [*names, "REPORT.md"]},
         "skipped": {n: why for n, why in figures.items() if why},

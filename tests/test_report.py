@@ -420,3 +420,30 @@ def test_figure_means_use_the_epochs_every_seed_probed():
     assert sorted(set(kept["epoch"])) == [0, 3, 5]
     assert kept.groupby("epoch")["seed"].nunique().tolist() == [3, 3, 3]
     assert kept.groupby("epoch")["teacher_acc"].mean().tolist() == pytest.approx([230 / 3, 239 / 3, 245 / 3])
+
+
+def test_the_answer_table_gives_each_claim_in_plain_words_with_its_verdict(tmp_path):
+    from benchmark.answer import PLAIN, answer_md
+
+    make_suite(tmp_path)
+    out = report.build_report(tmp_path)
+    table = (tmp_path / "answer.md").read_text()
+    assert table == answer_md(out["claims"]) and out["paths"]["answer.md"] == tmp_path / "answer.md"
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    assert [r[0].lstrip("| ") for r in rows] == list(PLAIN.values())  # every claim, in order, one space
+    by_claim = dict(zip(PLAIN, rows))
+    assert by_claim["gap_vs_cream"][1:] == ["+3.70", "+9.00 [+9.00, +9.00]", "held, larger than the paper |"]
+    assert by_claim["ds_diversity"][1] == "(no figure)" and by_claim["cost_vs_spos"][1] == "ratio 1.000"
+    assert "## The answer\n" in (tmp_path / "REPORT.md").read_text()
+    assert table in (tmp_path / "REPORT.md").read_text()
+
+
+def test_an_inconclusive_answer_says_what_it_could_have_seen():
+    from benchmark.answer import answer_rows
+
+    c = {"id": "ds_diversity", "group": "check", "space": "s1", "test": "effect", "paper": None, "seeds": [0, 1, 2]}
+    c |= {"verdict": "inconclusive", "verdict_label": "inconclusive", "n": 3, "n_needed": 5}
+    c["shown"] = {"paper": "—", "scaled": "—", "mean": "+0.029", "interval": "[-0.042, +0.101]", "mde": "0.094"}
+    ((claim, paper_fig, ours, verdict),) = answer_rows([c, c | {"group": "cost-coscheduled"}])
+    assert (paper_fig, ours) == ("(no figure)", "+0.029 [-0.042, +0.101]")
+    assert verdict == "inconclusive: MDE 0.094 at n = 3, 5 seeds for Δ"
