@@ -71,3 +71,27 @@ def perf_lines(res: Results) -> list[str]:
                 )
         lines.append("")
     return lines
+
+
+def teacher_lines(res: Results) -> list[str]:
+    """DNA's trained-once teachers that the runs loaded (from final.json): which, how accurate, their one-time cost.
+
+    A loaded teacher costs DNA's runs nothing (the paper's is pretrained), so its training is a figure of its own,
+    once per teacher however many runs share it; a teacher trained inside a run is the cost table's column.
+    """
+    teachers: dict[str, dict] = {}
+    for run in res.runs[(res.runs["label"] == "dna") & (res.runs["status"] == "ok")].itertuples():
+        extras = json.loads((res.root / run.folder / "final.json").read_text()).get("extras") or {}
+        if extras.get("teacher_kind") in ("committed", "checkpoint"):
+            t = teachers.setdefault(extras["teacher_fingerprint"], {"extras": extras, "runs": 0})
+            t["runs"] += 1
+    lines = []
+    for fp, t in teachers.items():
+        e, cost, acc = t["extras"], t["extras"].get("teacher_train_device_s"), t["extras"].get("teacher_test_top1")
+        trained = f"trained once in {cost / 3600:.3f} device-h" if cost else "trained elsewhere (a checkpoint)"
+        accuracy = f"test top-1 {acc:.2f} %, " if acc is not None else ""
+        lines.append(
+            f"- DNA's teacher `{e['teacher_source']}` (fingerprint {fp}): {accuracy}{trained}, loaded by {t['runs']} "
+            "run(s); not in DNA's cost, as the paper's pretrained teacher is not."
+        )
+    return lines + [""] if lines else []

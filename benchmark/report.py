@@ -26,7 +26,7 @@ import pandas as pd
 from benchmark import paper
 from benchmark.answer import answer_md
 from benchmark.claims import fmt, judge_all, last_ranking
-from benchmark.costs import cost_table, perf_lines
+from benchmark.costs import cost_table, perf_lines, teacher_lines
 from benchmark.figures import FIGURES
 from benchmark.headroom import headroom_lines
 from benchmark.power import power_md
@@ -305,7 +305,7 @@ def _s_power(x: Inputs) -> list[str]:
 
 
 def _s_cost(x: Inputs) -> list[str]:
-    lines = ["## Cost", "", cost_table(x.res), *perf_lines(x.res)]
+    lines = ["## Cost", "", cost_table(x.res), *teacher_lines(x.res), *perf_lines(x.res)]
     runs = [c for c in x.claims if c["group"] == "cost-coscheduled"]
     if runs:
         lines += ["The reference runs' own times (two runs at a time, not the claim's measurement):", ""]

@@ -447,3 +447,20 @@ def test_an_inconclusive_answer_says_what_it_could_have_seen():
     ((claim, paper_fig, ours, verdict),) = answer_rows([c, c | {"group": "cost-coscheduled"}])
     assert (paper_fig, ours) == ("(no figure)", "+0.029 [-0.042, +0.101]")
     assert verdict == "inconclusive: MDE 0.094 at n = 3, 5 seeds for Δ"
+
+
+def test_a_loaded_dna_teacher_is_a_one_time_cost_of_its_own_in_the_report(tmp_path):
+    make_suite(tmp_path)
+    for seed in (0, 1, 2):
+        path = tmp_path / f"dna-s1-seed{seed}" / "final.json"
+        final = json.loads(path.read_text())
+        final["extras"] = {"teacher_kind": "committed", "teacher_source": "results/proxy/dna_teacher/fashion-mnist.pt"}
+        final["extras"] |= {
+            "teacher_fingerprint": "abc123",
+            "teacher_test_top1": 93.5,
+            "teacher_train_device_s": 2520.0,
+        }
+        path.write_text(json.dumps(final))
+    cost = report_text(tmp_path).split("## Cost", 1)[1]
+    line = "- DNA's teacher `results/proxy/dna_teacher/fashion-mnist.pt` (fingerprint abc123): test top-1 93.50 %, "
+    assert line + "trained once in 0.700 device-h, loaded by 3 run(s)" in cost
