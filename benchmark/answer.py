@@ -34,17 +34,21 @@ def _paper(c: dict) -> str:
     return shown["paper"] + (f" (scaled {shown['scaled']})" if shown["scaled"] != shown["paper"] else "")
 
 
+def _isolated(c: dict) -> bool:
+    """Whether the claim is the cost claim measured by isolated timings (its n counts rounds, not seeds)."""
+    return c["test"] == "equivalence" and not c["seeds"]
+
+
 def _ours(c: dict) -> str:
     """Our estimate and its 95 % interval; the cost claim says it is measured by isolated timings, not runs."""
-    isolated = c["test"] == "equivalence" and not c["seeds"]
-    return f"{c['shown']['mean']} {c['shown']['interval']}" + (" (isolated timings)" if isolated else "")
+    return f"{c['shown']['mean']} {c['shown']['interval']}" + (" (isolated timings)" if _isolated(c) else "")
 
 
 def _verdict(c: dict) -> str:
     """The verdict; an inconclusive one with the effect it could have seen and the sample it would need."""
     if c["verdict"] != "inconclusive":
         return c["verdict_label"]
-    unit = "rounds" if c["test"] == "equivalence" and not c["seeds"] else "seeds"
+    unit = "rounds" if _isolated(c) else "seeds"
     need = f", {c['n_needed']} {unit} for Δ" if c.get("n_needed") else ""
     return f"inconclusive: MDE {c['shown']['mde']} at n = {c['n']}{need}"
 

@@ -81,7 +81,7 @@ def teacher_lines(res: Results) -> list[str]:
     """
     teachers: dict[str, dict] = {}
     for run in res.runs[(res.runs["label"] == "dna") & (res.runs["status"] == "ok")].itertuples():
-        extras = json.loads((res.root / run.folder / "final.json").read_text()).get("extras") or {}
+        extras = res.final(run.folder).get("extras") or {}
         if extras.get("teacher_kind") in ("committed", "checkpoint"):
             t = teachers.setdefault(extras["teacher_fingerprint"], {"extras": extras, "runs": 0})
             t["runs"] += 1

@@ -41,6 +41,10 @@ class Results:
     logs: pd.DataFrame  # supernet-stage epoch records of complete runs (label, space, seed, epoch, LOG_KEYS)
     ranking: pd.DataFrame  # ranking.csv rows of complete runs, with label, space, seed, in the runs' order
 
+    def final(self, folder: str) -> dict:
+        """A run's whole final.json (the tables keep only some of its fields; extras and retraining seeds live here)."""
+        return _json(self.root / folder / "final.json") or {}
+
     @property
     def spaces(self) -> list[str]:
         """Spaces with any run, in display order."""

@@ -42,7 +42,7 @@ def retrain_table(res: Results) -> pd.DataFrame:
     """One row per (complete run, retraining seed): label, space, seed, index, top1, mflops and the run's costs."""
     rows = []
     for run in res.runs[res.runs["status"] == "ok"].itertuples():
-        final = json.loads((res.root / run.folder / "final.json").read_text())
+        final = res.final(run.folder)
         # a run made before retraining seeds were recorded has its own retraining only
         own = {"index": 0, "top1": final["top1"], "retrain_device_s": final.get("retrain_device_s", math.nan)}
         seeds = final.get("retrain_seeds") or [own]
