@@ -67,6 +67,7 @@ class DNAOptions(Options):
     # trains its own; "none": always train inside the run
     teacher_dir: str = "results/{scale}/dna_teacher"
     teacher_epochs: int = 10  # epochs to train the teacher when it is trained here (inside a run or once)
+    teacher_erasing: float = 0.0  # random erasing's probability per image while training the teacher (0: off)
     block_epochs: int = 20  # epochs per block
     block_lr: tuple[float, float] = (0.002, 0.005)  # first and last block, the others (official)
     lr_decay: float = 0.9  # per epoch
@@ -79,6 +80,7 @@ class DNAOptions(Options):
         """Value rules of the section."""
         return [
             (self.block_epochs >= 1, "block_epochs must be >= 1"),
+            (0 <= self.teacher_erasing <= 1, "teacher_erasing must be a probability in [0, 1]"),
             (len(self.block_lr) == 2 and min(self.block_lr) > 0, "block_lr must be [first/last, others], both > 0"),
             (self.rating_images >= 1, "rating_images must be >= 1"),
         ]

@@ -223,7 +223,7 @@ def teacher_loop(ctx: RunContext, teacher: nn.Module) -> Loop:
     The retraining recipe (optimiser, lr, batch, label smoothing, dropout, warmup up to a third of the
     run) over `dna.teacher_epochs`, with a cosine schedule and no EMA: a teacher trained for few
     epochs ends at lr 0 instead of the recipe's slow step decay, and an EMA of so few steps would lag
-    far behind the weights.
+    far behind the weights. `dna.teacher_erasing` adds random erasing, against overfitting in a long run.
     """
     epochs = ctx.cfg.options("dna").teacher_epochs
     warmup = min(ctx.cfg.retrain.warmup_epochs, epochs // 3)  # at most a third of a short run
@@ -232,7 +232,8 @@ def teacher_loop(ctx: RunContext, teacher: nn.Module) -> Loop:
     def on_epoch_end(epoch: int) -> dict:
         return {"teacher_search_acc": search_accuracy(ctx, teacher)}
 
-    return plain_loop(ctx, "teacher", teacher, cfg, on_epoch_end=on_epoch_end)
+    erasing = ctx.cfg.options("dna").teacher_erasing
+    return plain_loop(ctx, "teacher", teacher, cfg, on_epoch_end=on_epoch_end, erasing=erasing)
 
 
 def search_accuracy(ctx: RunContext, teacher: nn.Module) -> float:

@@ -11,6 +11,7 @@ from torch import nn
 from ennas.core import distributed as dist
 from ennas.core.config import RetrainConfig
 from ennas.core.context import RunContext
+from ennas.core.erasing import erase, step_generator
 from ennas.core.evaluate import evaluate
 from ennas.core.io import load_torch, save_torch
 from ennas.core.loop import EpochPlan, Loop, Step, StepPolicy, build_loop, train_epochs
@@ -24,13 +25,17 @@ from spaces.supernet import build_network
 class PlainTraining(StepPolicy):
     """The policy of retraining: one fixed network, cross-entropy with label smoothing, an EMA copy."""
 
-    def __init__(self, label_smoothing: float, ema: ModelEmaV2 | None):
+    def __init__(self, label_smoothing: float, ema: ModelEmaV2 | None, erasing: float = 0.0, seed: int = 0):
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.ema = ema
+        self.erasing, self.seed = erasing, seed  # random erasing's probability per image (0: off), its seed
 
     def batch_loss(self, model: nn.Module, step: Step) -> tuple[torch.Tensor, dict]:
-        """Cross-entropy of the network on the batch."""
-        logits = model(step.x)
+        """Cross-entropy of the network on the batch (randomly erased first where `erasing` is on)."""
+        x = step.x
+        if self.erasing:
+            x = erase(x, self.erasing, step_generator(self.seed, step.epoch, step.index, step.micro, dist.rank()))
+        logits = model(x)
         loss = self.criterion(logits, step.y)
         return loss, {"correct": int((logits.argmax(1) == step.y).sum()), "count": len(step.y)}
 
@@ -55,12 +60,13 @@ def plain_loop(
     ema: ModelEmaV2 | None = None,
     on_epoch_end: Callable[[int], dict] | None = None,
     stream_keys: tuple[int, ...] = (),
+    erasing: float = 0.0,
 ) -> Loop:
     """The shared loop training one stand-alone network on the training split with a retraining recipe `cfg`.
 
     Used for the found architecture and for DNA's teacher, so both follow one recipe implementation. `name`
     names the checkpoint and log stage; the data order's stream is the name's stage kind (retrain, teacher),
-    refined by `stream_keys` for a further retraining seed.
+    refined by `stream_keys` for a further retraining seed. `erasing` turns on random erasing (DNA's teacher).
     """
     plan = EpochPlan(
         ctx.data.train,
@@ -75,7 +81,7 @@ def plain_loop(
     def schedule(optimizer, steps: int):
         return retrain_schedule(optimizer, cfg, steps)
 
-    policy = PlainTraining(cfg.label_smoothing, ema)
+    policy = PlainTraining(cfg.label_smoothing, ema, erasing, ctx.cfg.seed)
     optimizer = retrain_optimizer(list(net.parameters()), cfg)
     extra = {"ema": ema} if ema is not None else {}
     return build_loop(name, net, policy, optimizer, plan, schedule, extra_state=extra, on_epoch_end=on_epoch_end)
