@@ -225,15 +225,15 @@ def teacher_loop(ctx: RunContext, teacher: nn.Module) -> Loop:
     epochs ends at lr 0 instead of the recipe's slow step decay, and an EMA of so few steps would lag
     far behind the weights. `dna.teacher_erasing` adds random erasing, against overfitting in a long run.
     """
-    epochs = ctx.cfg.options("dna").teacher_epochs
+    opts = ctx.cfg.options("dna")
+    epochs = opts.teacher_epochs
     warmup = min(ctx.cfg.retrain.warmup_epochs, epochs // 3)  # at most a third of a short run
     cfg = dataclasses.replace(ctx.cfg.retrain, epochs=epochs, lr_decay=0.0, warmup_epochs=warmup)
 
     def on_epoch_end(epoch: int) -> dict:
         return {"teacher_search_acc": search_accuracy(ctx, teacher)}
 
-    erasing = ctx.cfg.options("dna").teacher_erasing
-    return plain_loop(ctx, "teacher", teacher, cfg, on_epoch_end=on_epoch_end, erasing=erasing)
+    return plain_loop(ctx, "teacher", teacher, cfg, on_epoch_end=on_epoch_end, erasing=opts.teacher_erasing)
 
 
 def search_accuracy(ctx: RunContext, teacher: nn.Module) -> float:

@@ -23,19 +23,19 @@ ASPECT = (0.3, 1 / 0.3)  # height / width, drawn log-uniformly
 ERASE_KEY = 0xE4A5  # keeps these draws apart from the other users of ennas.seeding.generator
 
 
-def erase(x: torch.Tensor, prob: float, generator: torch.Generator) -> torch.Tensor:
+def erase(x: torch.Tensor, prob: float, rng: torch.Generator) -> torch.Tensor:
     """`x` (N, C, H, W) with one random rectangle of noise in each image chosen with probability `prob`."""
     if prob <= 0:
         return x
     n, c, h, w = x.shape
-    chosen = torch.rand(n, generator=generator) < prob
-    area = torch.empty(n).uniform_(*AREA, generator=generator) * h * w
-    aspect = torch.exp(torch.empty(n).uniform_(math.log(ASPECT[0]), math.log(ASPECT[1]), generator=generator))
+    chosen = torch.rand(n, generator=rng) < prob
+    area = torch.empty(n).uniform_(*AREA, generator=rng) * h * w
+    aspect = torch.exp(torch.empty(n).uniform_(math.log(ASPECT[0]), math.log(ASPECT[1]), generator=rng))
     box_h = torch.sqrt(area * aspect).round().clamp(1, h).long()
     box_w = torch.sqrt(area / aspect).round().clamp(1, w).long()
-    top = (torch.rand(n, generator=generator) * (h - box_h + 1)).long()
-    left = (torch.rand(n, generator=generator) * (w - box_w + 1)).long()
-    noise = torch.randn(n, c, h, w, generator=generator)
+    top = (torch.rand(n, generator=rng) * (h - box_h + 1)).long()
+    left = (torch.rand(n, generator=rng) * (w - box_w + 1)).long()
+    noise = torch.randn(n, c, h, w, generator=rng)
     rows, cols = torch.arange(h)[None, :, None], torch.arange(w)[None, None, :]
     in_rows = (rows >= top[:, None, None]) & (rows < (top + box_h)[:, None, None])
     inside = in_rows & (cols >= left[:, None, None]) & (cols < (left + box_w)[:, None, None])
