@@ -45,12 +45,14 @@ def _ours(c: dict) -> str:
 
 
 def _verdict(c: dict) -> str:
-    """The verdict; an inconclusive one with the effect it could have seen and the sample it would need."""
+    """The verdict; an inconclusive one with why where a held one fell to its permutation null, the effect it
+    could have seen and the sample it would need."""
     if c["verdict"] != "inconclusive":
         return c["verdict_label"]
     unit = "rounds" if _isolated(c) else "seeds"
     need = f", {c['n_needed']} {unit} for Δ" if c.get("n_needed") else ""
-    return f"inconclusive: MDE {c['shown']['mde']} at n = {c['n']}{need}"
+    why = f"not above the label-permutation null (p = {c['null']['p']:.2f}); " if c.get("held_below_null") else ""
+    return f"inconclusive: {why}MDE {c['shown']['mde']} at n = {c['n']}{need}"
 
 
 def answer_rows(claims: list[dict]) -> list[list[str]]:

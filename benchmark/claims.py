@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark import paper
+from benchmark import paper, power
 from benchmark.paper import Claim
 from benchmark.results import LOG_KEYS, NAN, Results, load
-from benchmark.verdicts import from_values, judge_interval, max_gain_null, null_summary, supplied
+from benchmark.verdicts import MIN_N, from_values, judge_interval, max_gain_null, null_summary, supplied
 
 
 # --- statistics ----------------------------------------------------------------------------------------
@@ -87,6 +87,20 @@ def _null_groups(values: dict[tuple[str, str], dict[int, float]], c: Claim, seed
     return out
 
 
+def runs_sd(values: dict[tuple[str, str], dict[int, float]], c: Claim, seeds: list[int]) -> float:
+    """One run's noise sd among the claim's labels: the residual of seed x label on each space (seeds holding all
+    the labels there), pooled over spaces; it sizes the largest-gain claim's simulated test."""
+    squares, df = 0.0, 0
+    for space in sorted({s for s, _ in values}):
+        rows = [[values[(space, x)][seed] for x in c.labels] for seed in seeds
+                if all(seed in values.get((space, x), {}) for x in c.labels)]  # fmt: skip
+        if len(rows) >= 2:
+            x = np.asarray(rows)
+            resid = x - x.mean(axis=0) - x.mean(axis=1, keepdims=True) + x.mean()
+            squares, df = squares + float((resid**2).sum()), df + (x.shape[0] - 1) * (x.shape[1] - 1)
+    return math.sqrt(squares / df) if df else NAN
+
+
 # --- claims --------------------------------------------------------------------------------------------
 def fmt(x: float, digits: int, signed: bool = True) -> str:
     """Fixed-format number; '—' for NaN."""
@@ -139,7 +153,8 @@ def judge(c: Claim, group: str, space: str, values: dict[int, float], a: dict, b
     size = delta_of if c.kind == "ratio" else lambda x: fmt(x, d, False)
     units = ctx.get("units", "seeds")  # what n counts: seeds, or rounds of isolated timings
     v = judge_interval(
-        est, c.effect.delta, scaled, test=c.test, null=ctx.get("null"), show=show, show_size=size, units=units
+        est, c.effect.delta, scaled, test=c.test, null=ctx.get("null"), show=show, show_size=size, units=units,
+        size=ctx.get("size"),
     )
     where = "all spaces" if space == "all" else space
     paired = "paired " if c.kind in ("diff", "ratio") else ""
@@ -188,6 +203,10 @@ def pooled(c: Claim, values: dict[tuple[str, str], dict[int, float]], group: str
     ctx = {"scaled": paper.scaled_top1(c, _errors(values, c.b, sorted(g)))} if c.quantity == "top1" else {}
     if c.kind == "max_gain" and g:
         ctx["null"] = null_summary(max_gain_null(_null_groups(values, c, sorted(g))), float(np.mean(list(g.values()))))
+        spaces = len({s for (s, label), v in values.items() if label == c.a and v})
+        sd = runs_sd(values, c, sorted(g))
+        ctx["size"] = {"sizing": "max-gain-null", "runs_sd": sd, "labels": len(c.labels), "spaces": spaces}
+        ctx["size"] |= power.max_gain_plan(sd, c.effect.delta, len(g), len(c.labels), spaces, n_min=MIN_N)
     return judge(c, group, "all", g, {}, {}, **ctx)
 
 

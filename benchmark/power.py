@@ -7,7 +7,8 @@ noncentral t (`scipy.stats.nct`); the equivalence claim (cost) by two one-sided 
 i.e. its 90 % interval inside ±Δ, sized for 80 % power when there is no difference at all. Everything is read off
 the observed paired sd of a pilot, which a pilot of three seeds underestimates as often as not (Colas et al.
 2018): a planned n is a floor. Estimates that come with a standard error instead of per-seed values (bootstrap
-intervals over architectures) use the normal approximation, with n in those units.
+intervals over architectures) use the normal approximation, with n in those units. The largest-gain claim is
+tested against a label-permutation null, not 0, so its sizing is simulated against that null (`max_gain_plan`).
 
 Given a run folder, the CLI prints, per claim, the observed sd, the MDE at the current n and at each planned
 `--n`, the power at Δ there and the n needed at Δ. Bad input ends with one line `error: ...` and exit status 2.
@@ -16,11 +17,13 @@ Given a run folder, the CLI prints, per claim, the observed sd, the MDE at the c
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from scipy import integrate, optimize, stats
 
 ALPHA = 0.05
@@ -133,6 +136,79 @@ def z_n_needed(delta: float, se: float, n: int, n_min: int = 2, **kw) -> int | N
     return max(n_min, math.ceil(n * (m / delta) ** 2))
 
 
+# --- the largest of several differences, against its label-permutation null (simulated) -------------------
+SIM_STUDIES = 1000  # simulated studies per power value: the Monte Carlo sd of a power of 0.8 is about 0.013
+SIM_NULL_DRAWS = 500  # relabellings per simulated study, for its Monte Carlo p, (1 + at least as large) / (1 + draws)
+SIM_N_MAX = 256  # beyond this many seeds the simulation stops: the n needed is then unknown (None)
+
+
+def _max_gain_options(values: np.ndarray) -> np.ndarray:
+    """Along the last axis, each value minus the smallest of the others: the largest gain if that value were `a`
+    (max over b of a − b is a − min(b))."""
+    low = np.sort(values, axis=-1)
+    return values - np.where(values == low[..., :1], low[..., 1:2], low[..., :1])
+
+
+def max_gain_power(gain: float, sd: float, n: int, labels: int, spaces: int = 1, alpha: float = ALPHA) -> float:
+    """Power of the largest-gain claim's test (p < α against the label-permutation null of
+    `verdicts.max_gain_null`) when `a` beats each of labels − 1 equal baselines by `gain` on every space and each
+    run's value has noise sd `sd`: the share of SIM_STUDIES simulated studies of n seeds that reject.
+
+    The t test's power does not apply here: the statistic, the mean over seeds of the largest gain, is biased
+    upward by the max and a label-permutation null, not 0, is what it must beat. Simulated in units of sd with
+    fixed seeds (common random numbers), so the power is a deterministic, non-decreasing function of gain / sd.
+    """
+    if n < 2 or labels < 2 or not (math.isfinite(sd) and math.isfinite(gain)) or sd < 0:
+        return math.nan
+    z = gain / sd if sd > 0 else (1e6 if gain > 0 else 0.0)  # no noise: any gain is as good as a huge one
+    rng = np.random.default_rng(n)
+    values = rng.standard_normal((SIM_STUDIES, n, spaces, labels))
+    values[..., 0] += z
+    options = _max_gain_options(values)  # (study, seed, space, which value plays a)
+    observed = options[..., 0].max(axis=2).mean(axis=1)
+    at_least = np.zeros(SIM_STUDIES)
+    flat = options.ravel()
+    row_at = (np.arange(SIM_STUDIES * n * spaces) * labels).reshape(SIM_STUDIES, 1, n, spaces)
+    for _ in range(SIM_NULL_DRAWS // 50):  # 50 relabellings at a time keep memory at studies x 50 x n x spaces
+        # each study its own relabellings: shared ones would give every study the same Monte Carlo error
+        pick = rng.integers(labels, size=(SIM_STUDIES, 50, n, spaces), dtype=np.int32)
+        null = flat[row_at + pick].max(axis=3).mean(axis=2)  # (study, relabelling)
+        at_least += (null >= observed[:, None] - 1e-12).sum(axis=1)
+    return float(np.mean((1 + at_least) / (1 + SIM_NULL_DRAWS) < alpha))
+
+
+SIM_GAIN_MAX = 1000.0  # in sd: a gain this large that still lacks the power is one the null cannot show at that n
+
+
+@functools.lru_cache(maxsize=64)
+def max_gain_plan(sd: float, delta: float, n: int, labels: int, spaces: int = 1, n_min: int = 2) -> dict:
+    """MDE at n, power at Δ at n and the n (at least n_min, at most SIM_N_MAX) needed at Δ for the largest-gain
+    claim against its permutation null (`max_gain_power`); the MDE by bisection to 0.5 % of sd, NaN where no gain
+    reaches the power at n: the null bounds p from below whatever the gain (with one space by 1 / labels^n).
+    Cached: a report judges the same claim more than once."""
+    if n < 2 or not math.isfinite(sd):
+        return {"mde": math.nan, "power": math.nan, "n_needed": None}
+
+    def power_at(gain: float, m: int = n) -> float:
+        return max_gain_power(gain, sd, m, labels, spaces)
+
+    needed = None
+    if delta > 0:
+        needed = _smallest_n(lambda m: m > SIM_N_MAX or power_at(delta, m) >= POWER, n_min)
+        needed = None if needed > SIM_N_MAX else needed
+    if sd == 0:
+        return {"mde": 0.0 if power_at(1.0) >= POWER else math.nan, "power": power_at(delta), "n_needed": needed}
+    if power_at(SIM_GAIN_MAX * sd) < POWER:
+        return {"mde": math.nan, "power": power_at(delta), "n_needed": needed}
+    lo, hi = 0.0, sd
+    while power_at(hi) < POWER:
+        lo, hi = hi, 2 * hi
+    while hi - lo > 5e-3 * sd:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if power_at(mid) >= POWER else (mid, hi)
+    return {"mde": hi, "power": power_at(delta), "n_needed": needed}
+
+
 # --- per claim -------------------------------------------------------------------------------------------
 def plan(sd: float, delta: float, n: int, equivalence: bool = False, n_min: int = 2) -> dict:
     """MDE at n, power at Δ at n and the n (at least n_min) needed at Δ, for a paired t test (or TOST)."""
@@ -149,16 +225,18 @@ def _num(x: float, digits: int = 3) -> str:
 
 def power_md(rows: Sequence[dict], ns: Sequence[int] = ()) -> str:
     """A markdown table of claim rows (benchmark.claims): sd, n, Δ, MDE and power at n and at each planned n,
-    and the n needed at Δ. Log-scale claims (ratios) show sd, Δ and MDE as log-ratios."""
+    and the n needed at Δ. Log-scale claims (ratios) show sd, Δ and MDE as log-ratios; the largest-gain claim
+    ("null (sim.)") one run's sd and its simulated sizing."""
     header = ["claim", "space", "test", "paired sd", "n", "Δ", "MDE at n", "power at Δ"]
     header += [f"{h} at n={n}" for n in ns for h in ("MDE", "power")] + ["n for 80 % at Δ"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        eq = r["test"] == "equivalence"
-        cells = [r["id"], r["space"], "TOST" if eq else "t", _num(r["sd"]), str(r["n"]), _num(r["delta"])]
+        eq, null = r["test"] == "equivalence", r.get("sizing") == "max-gain-null"
+        test, sd = ("null (sim.)", r["runs_sd"]) if null else ("TOST" if eq else "t", r["sd"])
+        cells = [r["id"], r["space"], test, _num(sd), str(r["n"]), _num(r["delta"])]
         cells += [_num(r["mde"]), _num(r["power"], 2)]
         for n in ns:
-            p = plan(r["sd"], r["delta"], n, eq)
+            p = max_gain_plan(sd, r["delta"], n, r["labels"], r["spaces"]) if null else plan(sd, r["delta"], n, eq)
             cells += [_num(p["mde"]), _num(p["power"], 2)]
         needed = r["n_needed"]
         cells.append("—" if needed is None else str(needed) if needed < N_MAX else f"> {N_MAX}")

@@ -299,7 +299,8 @@ def _s_power(x: Inputs) -> list[str]:
     rows = [c for c in x.claims if c["group"] in ("claim", "check", "ranking")]
     intro = (
         "From the observed paired sd: two-sided paired t test (TOST for the equivalence claim, sd and Δ as "
-        "log-ratios), α 0.05, power 0.8; size a study with `python -m benchmark.power DIR --n N ...`."
+        "log-ratios; the largest gain: one run's sd, simulated against its permutation null), α 0.05, power 0.8; "
+        "size a study with `python -m benchmark.power DIR --n N ...`."
     )
     return ["## Power", "", intro, "", power_md(rows)]
 

@@ -14,8 +14,9 @@ paper's figure scaled to our data, or Δ where the paper gives none) is judged i
 8. otherwise *inconclusive*, with the minimum detectable effect at the current n and the n needed at Δ.
 
 A statistic with a known upward bias (the largest of several differences) also gets a permutation null; the
-held verdicts (4-6) need p < 0.05 against it, else they become *inconclusive*. An equivalence claim (the same
-cost) is *held* when its 90 % interval lies inside ±Δ, *contradicted* when its 95 % interval lies entirely
+held verdicts (3-5) need p < 0.05 against it, else they become *inconclusive*. Its MDE and n needed are
+simulated against that null (`power.max_gain_plan`; the t test's stay beside them): a t test against 0 does not
+apply to a statistic the max biases upward. An equivalence claim (the same cost) is *held* when its 90 % interval lies inside ±Δ, *contradicted* when its 95 % interval lies entirely
 outside, else *inconclusive*. `judge_interval` takes an `Estimate`, from per-seed values (`from_values`) or
 supplied from elsewhere (`supplied`: a bootstrap over architectures, isolated timings).
 """
@@ -58,7 +59,9 @@ SCHEME = (
     "label-permutation null (p < 0.05) to be held. The cost claim is an equivalence: *held* when the 90 % "
     "interval of the ratio lies inside ±Δ, *contradicted* when the 95 % interval lies outside. MDE: the smallest "
     "true effect found with 80 % power at the current n (two-sided paired t test, α 0.05; TOST: the narrowest "
-    "margin shown); n for Δ: the seeds needed for 80 % power at Δ."
+    "margin shown); n for Δ: the seeds needed for 80 % power at Δ. The largest-gain claim's MDE and n for Δ are "
+    "simulated against its permutation null (EnNAS above every baseline by the effect; one run's noise sd from "
+    "the seed × label residuals), as its bias makes a t test against 0 too lenient."
 )
 
 
@@ -148,13 +151,17 @@ def judge_interval(
     show: Callable[[float], str] = lambda x: f"{x:+.2f}",
     show_size: Callable[[float], str] = lambda x: f"{x:.2f}",
     units: str = "seeds",
+    size: dict | None = None,
 ) -> dict:
     """{verdict (a code), verdict_label (its words), verdict_text (with the figures), mde, power, n_needed} of an
     estimate, per-seed or supplied. `reference` is the paper's figure scaled to our data (None: Δ stands in),
     `null` a permutation null {p, q95} that the held verdicts must beat, `show` formats a value in the claim's
-    units (a log-ratio shown as a ratio, say) and `show_size` an MDE; `units` names what n counts."""
+    units (a log-ratio shown as a ratio, say) and `show_size` an MDE; `units` names what n counts. `size`, where
+    given, replaces the t test's sizing ({mde, power, n_needed}: the largest gain's, against its null), which is
+    then kept beside it as mde_t and n_needed_t."""
     code = classify(est, delta, reference, test)
-    size = sizing(est, delta, test == "equivalence")
+    t_size = sizing(est, delta, test == "equivalence")
+    size = t_size if size is None else size | {"mde_t": t_size["mde"], "n_needed_t": t_size["n_needed"]}
     why = ""
     if null is not None and code in HELD and not null["p"] < 0.05:
         code = "inconclusive"
@@ -175,7 +182,11 @@ def judge_interval(
         text += f"; MDE {show_size(size['mde'])} at n = {est.n}, " + (
             f"{needed} {units} for 80 % power {target}" if needed else "n needed unknown"
         )
-    return {"verdict": code, "verdict_label": label, "verdict_text": text, **size}
+        if "mde_t" in size:
+            text += " against the label-permutation null (simulated)"
+            t_needed = f", {size['n_needed_t']} {units}" if size["n_needed_t"] else ""
+            text += f"; as a t test against 0: MDE {show_size(size['mde_t'])}{t_needed}"
+    return {"verdict": code, "verdict_label": label, "verdict_text": text, "held_below_null": bool(why), **size}
 
 
 # --- the largest of several differences: a permutation null ----------------------------------------------

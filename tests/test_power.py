@@ -78,3 +78,44 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys, args, message):
     assert power.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+# --- the largest gain against its label-permutation null -------------------------------------------------
+def test_max_gain_power_by_exact_permutation_tests(monkeypatch):
+    """The simulated power equals the share of studies that the report's own test (verdicts.max_gain_null,
+    enumerated exactly, p < 0.05) holds, on independently drawn studies; and about 5 % with no gain at all."""
+    from benchmark.verdicts import max_gain_null, null_summary
+
+    monkeypatch.setattr(power, "SIM_STUDIES", 4000)
+    n, labels, sd = 4, 4, 1.0
+    rng = np.random.default_rng(11)
+    for gain in (0.0, 1.0):
+        rejected = []
+        for _ in range(1500):
+            x = rng.normal(0.0, sd, size=(n, labels))
+            x[:, 0] += gain
+            observed = float(np.mean(x[:, 0] - x[:, 1:].min(axis=1)))
+            rejected.append(null_summary(max_gain_null([[list(row)] for row in x]), observed)["p"] < 0.05)
+        assert power.max_gain_power(gain, sd, n, labels) == pytest.approx(np.mean(rejected), abs=0.035), gain
+    assert power.max_gain_power(0.0, sd, 8, 5) == pytest.approx(0.05, abs=0.012)
+
+
+def test_max_gain_plan_mde_and_n_needed_reach_80_percent():
+    sd, delta, n = 0.2, 0.3, 8
+    p = power.max_gain_plan(sd, delta, n, 5)
+    assert power.max_gain_power(p["mde"], sd, n, 5) >= 0.8 > power.max_gain_power(0.98 * p["mde"], sd, n, 5)
+    assert p["power"] == power.max_gain_power(delta, sd, n, 5) > 0.8
+    k = p["n_needed"]
+    assert power.max_gain_power(delta, sd, k, 5) >= 0.8 and (k == 2 or power.max_gain_power(delta, sd, k - 1, 5) < 0.8)
+    # the max's bias is not an effect: against 0 a t test would call a smaller gain detectable than the null does
+    assert p["mde"] > 0.5 * power.mde(sd * math.sqrt(2), n)
+
+
+def test_max_gain_plan_when_the_null_cannot_reject(monkeypatch):
+    """Two labels and three seeds give 8 relabellings: the smallest p is 1/8, so nothing is detectable there;
+    the n needed is where it first can be and has the power."""
+    p = power.max_gain_plan(0.2, 0.3, 3, 2, n_min=3)
+    assert math.isnan(p["mde"]) and p["power"] == 0.0
+    assert p["n_needed"] >= 5 and power.max_gain_power(0.3, 0.2, p["n_needed"], 2) >= 0.8
+    monkeypatch.setattr(power, "SIM_N_MAX", 16)
+    assert power.max_gain_plan(50.0, 0.3, 8, 5)["n_needed"] is None  # beyond SIM_N_MAX seeds: unknown

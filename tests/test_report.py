@@ -447,6 +447,10 @@ def test_an_inconclusive_answer_says_what_it_could_have_seen():
     ((claim, paper_fig, ours, verdict),) = answer_rows([c, c | {"group": "cost-coscheduled"}])
     assert (paper_fig, ours) == ("(no figure)", "+0.029 [-0.042, +0.101]")
     assert verdict == "inconclusive: MDE 0.094 at n = 3, 5 seeds for Δ"
+    # a held gain that its permutation null turned inconclusive says so: more seeds are not what it lacks
+    c |= {"id": "top1_max", "group": "claim", "space": "all", "held_below_null": True, "null": {"p": 0.612}}
+    ((_, _, _, verdict),) = answer_rows([c])
+    assert verdict == "inconclusive: not above the label-permutation null (p = 0.61); MDE 0.094 at n = 3, 5 seeds for Δ"
 
 
 def test_a_loaded_dna_teacher_is_a_one_time_cost_of_its_own_in_the_report(tmp_path):
