@@ -152,10 +152,8 @@ def judge(c: Claim, group: str, space: str, values: dict[int, float], a: dict, b
     scaled = ctx.get("scaled", ref)
     size = delta_of if c.kind == "ratio" else lambda x: fmt(x, d, False)
     units = ctx.get("units", "seeds")  # what n counts: seeds, or rounds of isolated timings
-    v = judge_interval(
-        est, c.effect.delta, scaled, test=c.test, null=ctx.get("null"), show=show, show_size=size, units=units,
-        size=ctx.get("size"),
-    )
+    opts = {"test": c.test, "null": ctx.get("null"), "size": ctx.get("size"), "units": units}
+    v = judge_interval(est, c.effect.delta, scaled, show=show, show_size=size, **opts)
     where = "all spaces" if space == "all" else space
     paired = "paired " if c.kind in ("diff", "ratio") else ""
     if ctx.get("what"):

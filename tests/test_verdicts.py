@@ -129,7 +129,9 @@ def test_top1_max_is_held_in_at_most_5_percent_of_null_studies(monkeypatch):
     """Five methods with the same top-1 distribution per seed, 3 seeds: the largest gain is biased upward (its
     interval is above 0 far more often than 5 %), and the permutation null keeps 'held' at 5 % or below."""
     # the verdict is what is tested here; the simulated sizing (about a second a study) is tested in test_power
-    monkeypatch.setattr(claims.power, "max_gain_plan", lambda *a, **k: {"mde": math.nan, "power": math.nan, "n_needed": None})
+    monkeypatch.setattr(
+        claims.power, "max_gain_plan", lambda *a, **k: {"mde": math.nan, "power": math.nan, "n_needed": None}
+    )
     c = next(x for x in paper.CLAIMS if x.id == "top1_max")
     rng = np.random.default_rng(7)
     held = above_zero = 0
