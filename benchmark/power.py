@@ -142,9 +142,10 @@ SIM_NULL_DRAWS = 500  # relabellings per simulated study, for its Monte Carlo p,
 SIM_N_MAX = 256  # beyond this many seeds the simulation stops: the n needed is then unknown (None)
 
 
-def _max_gain_options(values: np.ndarray) -> np.ndarray:
+def max_gain_options(values: np.ndarray) -> np.ndarray:
     """Along the last axis, each value minus the smallest of the others: the largest gain if that value were `a`
-    (max over b of a − b is a − min(b))."""
+    (max over b of a − b is a − min(b)). The permutation null (`verdicts.max_gain_null`) and its simulated power
+    both read it."""
     low = np.sort(values, axis=-1)
     return values - np.where(values == low[..., :1], low[..., 1:2], low[..., :1])
 
@@ -164,7 +165,7 @@ def max_gain_power(gain: float, sd: float, n: int, labels: int, spaces: int = 1,
     rng = np.random.default_rng(n)
     values = rng.standard_normal((SIM_STUDIES, n, spaces, labels))
     values[..., 0] += z
-    options = _max_gain_options(values)  # (study, seed, space, which value plays a)
+    options = max_gain_options(values)  # (study, seed, space, which value plays a)
     observed = options[..., 0].max(axis=2).mean(axis=1)
     at_least = np.zeros(SIM_STUDIES)
     flat = options.ravel()

@@ -16,8 +16,8 @@ paper's figure scaled to our data, or Δ where the paper gives none) is judged i
 A statistic with a known upward bias (the largest of several differences) also gets a permutation null; the
 held verdicts (3-5) need p < 0.05 against it, else they become *inconclusive*. Its MDE and n needed are
 simulated against that null (`power.max_gain_plan`; the t test's stay beside them): a t test against 0 does not
-apply to a statistic the max biases upward. An equivalence claim (the same cost) is *held* when its 90 % interval lies inside ±Δ, *contradicted* when its 95 % interval lies entirely
-outside, else *inconclusive*. `judge_interval` takes an `Estimate`, from per-seed values (`from_values`) or
+apply to a statistic the max biases upward. An equivalence claim (the same cost) is *held* when its 90 % interval
+lies inside ±Δ, *contradicted* when its 95 % interval lies entirely outside, else *inconclusive*. `judge_interval` takes an `Estimate`, from per-seed values (`from_values`) or
 supplied from elsewhere (`supplied`: a bootstrap over architectures, isolated timings).
 """
 
@@ -200,10 +200,7 @@ def max_gain_null(per_seed: Sequence[Sequence[Sequence[float]]], seed: int = 0) 
     """
     seeds = []
     for spaces in per_seed:
-        options = []
-        for v in spaces:
-            v = np.asarray(v, dtype=float)
-            options.append([v[i] - np.delete(v, i).min() for i in range(len(v))])
+        options = [power.max_gain_options(np.asarray(v, dtype=float)) for v in spaces]
         seeds.append(np.array([max(c) for c in itertools.product(*options)]))  # per seed: every relabelling
     total = math.prod(len(s) for s in seeds)
     if total <= NULL_DRAWS:
