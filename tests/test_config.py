@@ -60,6 +60,7 @@ def test_overrides_are_typed_and_frozen():
         ("progress=3", "expected true or false"),
         ("supernet=3", "is a section"),
         ("search.topk=99", "search: topk 99 exceeds the population 6"),
+        ("data.test_size=0", "test_size must be a whole number >= 1"),
     ],
 )
 def test_bad_overrides_fail_with_the_setting_named(item, message):

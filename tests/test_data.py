@@ -67,6 +67,15 @@ def test_fashion_mnist_splits_disjoint_and_stable(fmnist):
 
 
 @needs_fmnist
+def test_test_size_keeps_the_first_test_images_and_leaves_the_training_splits_alone(fmnist):
+    short = build_data("fashion-mnist", seed=0, test_size=300)
+    assert short.test.indices.tolist() == list(range(300))
+    assert [short.test[i][1] for i in (0, 299)] == [fmnist.test[i][1] for i in (0, 299)]
+    for split in ("train", "search", "recal"):
+        assert torch.equal(getattr(short, split).indices, getattr(fmnist, split).indices)
+
+
+@needs_fmnist
 def test_fashion_mnist_augmentation_reproducible(fmnist):
     torch.manual_seed(3)
     a = [fmnist.train[i][0] for i in range(8)]

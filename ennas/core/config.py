@@ -41,6 +41,7 @@ class DataConfig:
     train_size: int | None = None  # use only the first n training images (after the search split); None: all
     search_size: int | None = None  # None: the proportional default of the data layer
     recal_size: int | None = None
+    test_size: int | None = None  # evaluate only the first n test images (quick checks); None: the whole test set
     num_workers: int = 0
     options: dict = field(default_factory=dict)  # extra dataset builder options (e.g. synthetic sizes)
     # fixed recalibration / search batches (uint8) up to this size stay in host memory; larger ones are cached in
@@ -60,6 +61,8 @@ class DataConfig:
             )
         if not isinstance(self.num_workers, int) or self.num_workers < 0:
             raise ValueError(f"num_workers must be a whole number >= 0, got {self.num_workers!r}")
+        if self.test_size is not None and not (isinstance(self.test_size, int) and self.test_size >= 1):
+            raise ValueError(f"test_size must be a whole number >= 1 (or unset: the whole test set), got {self.test_size!r}")
         if not self.host_cache_gib >= 0:
             raise ValueError(f"host_cache_gib must be >= 0 (GiB of host memory), got {self.host_cache_gib!r}")
 

@@ -43,6 +43,7 @@ def open_data(cfg: RunConfig) -> DataBundle:
         search_size=d.search_size,
         recal_size=d.recal_size,
         train_size=d.train_size,
+        test_size=d.test_size,
         **d.options,
     )
 

@@ -157,12 +157,14 @@ def build_data(
     search_size: int | None = None,
     recal_size: int | None = None,
     train_size: int | None = None,
+    test_size: int | None = None,
     **kw: Any,
 ) -> DataBundle:
     """Load dataset `name` from the registry and cut it into seeded train / search / recal / test views.
 
     `train_size` keeps only the first n items of the (seeded) train split, after recal was drawn from all of
-    it: proxy runs train on a fixed prefix.
+    it: proxy runs train on a fixed prefix. `test_size` keeps the first n test images, for checks that need a
+    finite accuracy rather than a precise one (a full test pass is most of a short run on a slow CPU).
     """
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}'; known: {', '.join(DATASETS)}")
@@ -182,7 +184,7 @@ def build_data(
         train=View(src.train, train[:train_size], src.train_transform),
         search=View(src.train, search, src.eval_transform),
         recal=View(src.train, recal, src.train_transform),
-        test=View(src.test, torch.arange(len(src.test)), src.eval_transform),
+        test=View(src.test, torch.arange(len(src.test))[:test_size], src.eval_transform),
         num_classes=src.num_classes,
         in_chans=src.in_chans,
         resolution=src.resolution,
