@@ -118,7 +118,15 @@ def check_data(cfgs: list) -> None:
     seen = set()
     for cfg in cfgs:
         d = cfg.data
-        key = (d.dataset, d.root, repr(sorted(d.options.items())), d.search_size, d.recal_size, d.train_size, d.test_size)
+        key = (
+            d.dataset,
+            d.root,
+            repr(sorted(d.options.items())),
+            d.search_size,
+            d.recal_size,
+            d.train_size,
+            d.test_size,
+        )
         if key not in seen:
             seen.add(key)
             open_data(cfg)

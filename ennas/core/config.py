@@ -62,7 +62,9 @@ class DataConfig:
         if not isinstance(self.num_workers, int) or self.num_workers < 0:
             raise ValueError(f"num_workers must be a whole number >= 0, got {self.num_workers!r}")
         if self.test_size is not None and not (isinstance(self.test_size, int) and self.test_size >= 1):
-            raise ValueError(f"test_size must be a whole number >= 1 (or unset: the whole test set), got {self.test_size!r}")
+            raise ValueError(
+                f"test_size must be a whole number >= 1 (or unset: the whole test set), got {self.test_size!r}"
+            )
         if not self.host_cache_gib >= 0:
             raise ValueError(f"host_cache_gib must be >= 0 (GiB of host memory), got {self.host_cache_gib!r}")
 
