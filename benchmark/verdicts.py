@@ -17,8 +17,9 @@ A statistic with a known upward bias (the largest of several differences) also g
 held verdicts (3-5) need p < 0.05 against it, else they become *inconclusive*. Its MDE and n needed are
 simulated against that null (`power.max_gain_plan`; the t test's stay beside them): a t test against 0 does not
 apply to a statistic the max biases upward. An equivalence claim (the same cost) is *held* when its 90 % interval
-lies inside ±Δ, *contradicted* when its 95 % interval lies entirely outside, else *inconclusive*. `judge_interval` takes an `Estimate`, from per-seed values (`from_values`) or
-supplied from elsewhere (`supplied`: a bootstrap over architectures, isolated timings).
+lies inside ±Δ, *contradicted* when its 95 % interval lies entirely outside, else *inconclusive*.
+`judge_interval` takes an `Estimate`, from per-seed values (`from_values`) or supplied from elsewhere
+(`supplied`: a bootstrap over architectures, isolated timings).
 """
 
 from __future__ import annotations

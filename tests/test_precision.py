@@ -86,8 +86,7 @@ def test_bf16_autocast_runs_every_trainer_on_cpu_without_nan(method, tmp_path):
     # 512 test images rather than 10 000: the check is a finite accuracy, and without native bf16 (no AMX or
     # avx512_bf16) the full test pass was most of each case's three minutes.
     quick = ("retrain.epochs=1", "search.generations=0", "search.random_baseline=false", "data.test_size=512")
-    short = [f"--set={k}" for k in quick]
-    short += ["--set", "amp=bf16"]
+    short = [f"--set={k}" for k in (*quick, "amp=bf16")]
     assert run_main(["--method", method, *SMOKE_ARGS, *short, "--run-dir", str(out)]) == 0
     final = read_json(out / "final.json")
     assert math.isfinite(final["top1"]) and final["top1"] > 0
