@@ -7,9 +7,9 @@ taken one by one; an inline span with `...` sketches a command and is not one), 
 CLI's `--help` and module docstring. Every `--set key=value` and inline `section.key=value` of those texts is
 resolved as a setting too.
 
-They run in a sandbox: a folder holding a copy of the committed `results/proxy`, so nothing in the repository is
-written; `runs/proxy` (what the main job writes) is that copy for the commands that read a finished plan
-(report, power, variance, fidelity), and `/tmp/...` paths go under the sandbox. How each is run:
+They run in a sandbox: a folder holding a copy of the committed `results/proxy` and `results/proxy-decisive`, so
+nothing in the repository is written; `runs/proxy` (what the main job writes) is the first for the commands that
+read a finished plan (report, power, variance, fidelity), and `/tmp/...` paths go under the sandbox. How each is run:
 - for real, in this process: `benchmark.arch`, `.power`, `.variance` and `.report` (seconds, no training) and
   the first plain smoke-preset `benchmark.run` (with `--set threads=1`);
 - every other command is checked without its work, for the reason NOT_RUN_HERE gives: its flags are parsed by
@@ -41,6 +41,7 @@ from torch.distributed.run import get_args_parser as torchrun_parser
 
 import benchmark.run as run_cli
 from benchmark import fidelity, groundtruth, perf, slurm, teacher
+from benchmark.harness import parse_seeds
 from benchmark.preset import list_presets, load_preset
 from ennas.core.config import parse_overrides, resolve
 
@@ -147,9 +148,10 @@ COMMANDS = documented()
 # --- where and how they run ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
-    """A folder with a copy of the committed results, and SLURM's sbatch and srun (they are never called)."""
+    """A folder with a copy of the committed results (both references), and SLURM's sbatch and srun (they are never called)."""
     root = tmp_path_factory.mktemp("docs")
-    shutil.copytree(REPO / "results" / "proxy", root / "results" / "proxy")
+    for folder in ("proxy", "proxy-decisive"):
+        shutil.copytree(REPO / "results" / folder, root / "results" / folder)
     (root / "bin").mkdir()
     for tool in ("sbatch", "srun"):
         (root / "bin" / tool).write_text("#!/bin/sh\nexit 1\n")
@@ -391,8 +393,9 @@ def test_every_setting_the_pages_and_help_texts_name_is_a_setting():
 def test_documented_command(command, here, tmp_path):
     with example_if_named(command.text):
         for env, argv in command.parts():
-            for key, value in env.items():  # the one variable the pages set
-                assert key == "ENNAS_REPRO_DIR" and (REPO / value).is_dir(), (key, value)
+            for key, value in env.items():  # the two variables the pages set: tests/test_reproduction.py's
+                assert key in ("ENNAS_REPRO_DIR", "ENNAS_REPRO_SEEDS"), (key, value)
+                assert (REPO / value).is_dir() if key == "ENNAS_REPRO_DIR" else parse_seeds(value), (key, value)
             if command == first_smoke_run():
                 assert "runs/smoke" in run_for_real(argv, here, own_folder(here, tmp_path))
             elif why_not_run(argv) is None:
@@ -459,7 +462,7 @@ def test_the_front_page_is_short():
 
 
 def test_the_front_page_answer_is_the_reference_reports():
-    """The README's answer table is results/proxy/answer.md as benchmark.report wrote it: rebuilding the report
-    after new runs and not the front page fails here."""
-    table = (REPO / "results" / "proxy" / "answer.md").read_text()
+    """The README's answer table is the decisive run's answer.md as benchmark.report wrote it: rebuilding the
+    report after new runs and not the front page fails here."""
+    table = (REPO / "results" / "proxy-decisive" / "answer.md").read_text()
     assert table.count("\n") > 3 and table in (REPO / "README.md").read_text()
