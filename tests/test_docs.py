@@ -9,7 +9,8 @@ resolved as a setting too.
 
 They run in a sandbox: a folder holding a copy of the committed `results/proxy` and `results/proxy-decisive`, so
 nothing in the repository is written; `runs/proxy` (what the main job writes) is the first for the commands that
-read a finished plan (report, power, variance, fidelity), and `/tmp/...` paths go under the sandbox. How each is run:
+read a finished plan (report, power, variance, fidelity), and `/tmp/...` paths go under the sandbox. How each is
+run:
 - for real, in this process: `benchmark.arch`, `.power`, `.variance` and `.report` (seconds, no training) and
   the first plain smoke-preset `benchmark.run` (with `--set threads=1`);
 - every other command is checked without its work, for the reason NOT_RUN_HERE gives: its flags are parsed by
@@ -148,7 +149,8 @@ COMMANDS = documented()
 # --- where and how they run ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
-    """A folder with a copy of the committed results (both references), and SLURM's sbatch and srun (they are never called)."""
+    """A folder with a copy of the committed results (both references), and SLURM's sbatch and srun (they are
+    never called)."""
     root = tmp_path_factory.mktemp("docs")
     for folder in ("proxy", "proxy-decisive"):
         shutil.copytree(REPO / "results" / folder, root / "results" / folder)
