@@ -468,3 +468,36 @@ def test_the_front_page_answer_is_the_reference_reports():
     report after new runs and not the front page fails here."""
     table = (REPO / "results" / "proxy-decisive" / "answer.md").read_text()
     assert table.count("\n") > 3 and table in (REPO / "README.md").read_text()
+
+
+RESULTS_SECTIONS = {  # docs/results.md's sections and the committed report each one's tables are copied from
+    "## The decisive run": "proxy-decisive",
+    "## History: with weight sharing": "proxy",
+    "## Without weight sharing": "proxy/sharing-none",
+}
+
+
+@pytest.mark.parametrize("heading", RESULTS_SECTIONS)
+def test_the_results_page_tables_are_their_reports(heading):
+    """docs/results.md's Table 1 rows are their REPORT.md's rows, and each claim row gives the report's interval,
+    verdict, MDE and seeds for Δ: rebuilding a report and not this page fails here."""
+    page = (REPO / "docs" / "results.md").read_text()
+    section = page[page.index(heading) :]
+    section = section[: section.index("\n## ", 1)]
+    report = (REPO / "results" / RESULTS_SECTIONS[heading] / "REPORT.md").read_text()
+    claims = {}
+    for line in report.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 11:  # a claims table's row: id, space, P, P scaled, Δ, ours, interval, n, verdict, MDE, n
+            claims.setdefault(cells[0], cells)
+    table1 = [line for line in section.splitlines() if line.startswith("| s1 |")]
+    assert len(table1) == 6 and all(line in report for line in table1), heading
+    checked = 0
+    for line in section.splitlines():
+        found = re.match(r"\| `(\w+)`( \(isolated timings[^)]*\))? \|", line)
+        if found and "runs' own times" not in line:  # that cost row is the report's Cost section, not its claims
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            row = claims[found.group(1)]
+            assert cells[3:7] == [f"{row[5]} {row[6]}", row[8], row[9], row[10]], line
+            checked += 1
+    assert checked == 14, heading
